@@ -1,0 +1,67 @@
+"""fastbert.kernels: the fused ops BERT's encoder calls, and nothing else.
+
+Each op has one public function here; it dispatches to a Triton kernel or to the torch
+reference in :mod:`fastbert.kernels.reference` (see :mod:`fastbert.kernels.backend`).
+This package knows nothing of BERT and imports only torch and triton.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import reference
+from .backend import BACKENDS, ENV_VAR, resolve_backend
+
+__all__ = ["embedding_layer_norm", "bias_gelu", "layer_norm", "resolve_backend", "BACKENDS", "ENV_VAR"]
+
+
+def _triton_ops():
+    # Imported lazily: triton's decorators read TRITON_INTERPRET at import time, and a
+    # CPU-only user never pays for importing triton.
+    from . import triton_ops
+
+    return triton_ops
+
+
+def embedding_layer_norm(
+    input_ids: torch.Tensor,
+    token_type_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    word_embeddings: torch.Tensor,
+    token_type_embeddings: torch.Tensor,
+    position_embeddings: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float,
+    dropout_p: float = 0.0,
+    *,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """dropout(LayerNorm(word[ids] + token_type[tt] + position[pos])); ids of any shape."""
+    ops = _triton_ops() if resolve_backend(word_embeddings.device, backend) == "triton" else reference
+    return ops.embedding_layer_norm(
+        input_ids, token_type_ids, position_ids, word_embeddings, token_type_embeddings,
+        position_embeddings, weight, bias, eps, dropout_p,
+    )
+
+
+def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none", *, backend: str | None = None) -> torch.Tensor:
+    """GELU(x + bias), exact erf form unless ``approximate="tanh"``."""
+    ops = _triton_ops() if resolve_backend(x.device, backend) == "triton" else reference
+    return ops.bias_gelu(x, bias, approximate)
+
+
+def layer_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float,
+    residual: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    x_bias: torch.Tensor | None = None,
+    *,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """LayerNorm(dropout(x + x_bias) + residual)."""
+    ops = _triton_ops() if resolve_backend(x.device, backend) == "triton" else reference
+    return ops.layer_norm(x, weight, bias, eps, residual, dropout_p, x_bias)

@@ -1,0 +1,56 @@
+"""Torch reference implementations of the fused ops.
+
+These are permanent: they are the CPU path and the oracle the Triton kernels are tested
+against. Each function has exactly the signature of its public counterpart in
+``fastbert.kernels``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def embedding_layer_norm(
+    input_ids: torch.Tensor,
+    token_type_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    word_embeddings: torch.Tensor,
+    token_type_embeddings: torch.Tensor,
+    position_embeddings: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """dropout(LayerNorm(word[ids] + token_type[tt] + position[pos])) for ids of any shape."""
+    summed = (
+        F.embedding(input_ids, word_embeddings)
+        + F.embedding(token_type_ids, token_type_embeddings)
+        + F.embedding(position_ids, position_embeddings)
+    )
+    out = F.layer_norm(summed, (summed.shape[-1],), weight, bias, eps)
+    return F.dropout(out, dropout_p, training=dropout_p > 0.0)
+
+
+def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    """GELU(x + bias); ``approximate="none"`` is BERT's exact erf form, ``"tanh"`` the approximation."""
+    return F.gelu(x + bias, approximate=approximate)
+
+
+def layer_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float,
+    residual: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    x_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """LayerNorm(dropout(x + x_bias) + residual): BERT's post-attention and post-FFN block."""
+    if x_bias is not None:
+        x = x + x_bias
+    x = F.dropout(x, dropout_p, training=dropout_p > 0.0)
+    if residual is not None:
+        x = x + residual
+    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
