@@ -1,0 +1,109 @@
+"""Attention over unpadded tokens, behind one function with interchangeable backends.
+
+``q, k, v`` are ``[total_tokens, heads, head_dim]`` and a :class:`SequenceLayout` says
+where sequences start; attention never crosses a sequence boundary. Backends, fastest
+first:
+
+* ``flash_attn``: ``flash_attn.flash_attn_varlen_func`` (the flash-attn package, CUDA);
+* ``torch_varlen``: ``torch.nn.attention.varlen.varlen_attn`` (CUDA, recent torch; it has
+  no dropout, so ``auto`` skips it while attention dropout is active);
+* ``sdpa``: pad per sequence and run ``scaled_dot_product_attention`` with a boolean key
+  mask. Runs everywhere; the CPU path and the reference.
+
+``FASTBERT_ATTENTION`` (or the config's ``attention_backend``) chooses; ``auto`` takes the
+fastest available. The choice is logged once per (backend, device).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .layout import SequenceLayout
+
+BACKENDS = ("auto", "flash_attn", "torch_varlen", "sdpa")
+ENV_VAR = "FASTBERT_ATTENTION"
+
+logger = logging.getLogger("fastbert.attention")
+_logged: set[tuple[str, str]] = set()
+
+
+def _flash_attn_available(device: torch.device) -> bool:
+    return device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None
+
+
+def _torch_varlen_available(device: torch.device) -> bool:
+    return device.type == "cuda" and importlib.util.find_spec("torch.nn.attention.varlen") is not None
+
+
+def resolve_attention_backend(device: torch.device, dropout_p: float, override: str | None = None) -> str:
+    """The backend that runs for tensors on ``device``; forcing an unavailable one is an error."""
+    requested = override if override not in (None, "auto") else os.environ.get(ENV_VAR, "auto")
+    requested = requested.strip().lower()
+    if requested not in BACKENDS:
+        raise ValueError(f"attention backend {requested!r} is unknown; expected one of {', '.join(BACKENDS)}")
+    if requested == "auto":
+        if _flash_attn_available(device):
+            name = "flash_attn"
+        elif _torch_varlen_available(device) and dropout_p == 0.0:
+            name = "torch_varlen"
+        else:
+            name = "sdpa"
+    else:
+        name = requested
+        if name == "flash_attn" and not _flash_attn_available(device):
+            raise RuntimeError(
+                f"attention backend flash_attn needs CUDA tensors and the flash-attn package (pip install fastbert[flash]); "
+                f"tensors are on {device.type}"
+            )
+        if name == "torch_varlen":
+            if not _torch_varlen_available(device):
+                raise RuntimeError(
+                    f"attention backend torch_varlen needs CUDA tensors and torch.nn.attention.varlen "
+                    f"(torch {torch.__version__}, tensors on {device.type})"
+                )
+            if dropout_p > 0.0:
+                raise RuntimeError(
+                    "attention backend torch_varlen has no attention dropout; set attention_probs_dropout_prob=0 "
+                    "or choose flash_attn/sdpa"
+                )
+    key = (name, device.type)
+    if key not in _logged:
+        _logged.add(key)
+        logger.info("attention: %s backend on %s", name, device.type)
+    return name
+
+
+def varlen_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layout: SequenceLayout,
+    dropout_p: float = 0.0,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Bidirectional attention within each sequence; returns ``[total_tokens, heads, head_dim]``."""
+    name = resolve_attention_backend(q.device, dropout_p, backend)
+    if name == "flash_attn":
+        from flash_attn import flash_attn_varlen_func
+
+        cu = layout.cu_seqlens
+        return flash_attn_varlen_func(q, k, v, cu, cu, layout.max_seqlen, layout.max_seqlen, dropout_p=dropout_p)
+    if name == "torch_varlen":
+        from torch.nn.attention.varlen import varlen_attn
+
+        cu = layout.cu_seqlens
+        return varlen_attn(q, k, v, cu, cu, layout.max_seqlen, layout.max_seqlen)
+    return _padded_sdpa(q, k, v, layout, dropout_p)
+
+
+def _padded_sdpa(q, k, v, layout: SequenceLayout, dropout_p: float) -> torch.Tensor:
+    # [N, h, d] -> [S, h, T, d]; padded keys are masked out, padded query rows are dropped after.
+    qp, kp, vp = (layout.pad(t).transpose(1, 2) for t in (q, k, v))
+    mask = layout.key_padding_mask[:, None, None, :]
+    out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, dropout_p=dropout_p)
+    return layout.unpad(out.transpose(1, 2))

@@ -1,0 +1,132 @@
+"""Where each real token sits: the unpadded layout shared by every layer of one forward.
+
+The encoder runs on ``[total_tokens, hidden]``: padding is removed once, at the input,
+and only re-added where a caller asks for ``[batch, seq, hidden]``. ``cu_seqlens`` marks
+where each sequence starts in the flat stream, so several sequences packed into one row
+of a batch are simply consecutive sequences here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(eq=False)
+class SequenceLayout:
+    """Sequence boundaries of a flat token stream: ``cu_seqlens`` int32 [S+1] and the longest length."""
+
+    cu_seqlens: torch.Tensor
+    max_seqlen: int
+
+    @property
+    def num_sequences(self) -> int:
+        return self.cu_seqlens.numel() - 1
+
+    @cached_property
+    def lengths(self) -> torch.Tensor:
+        return (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).long()
+
+    @cached_property
+    def first_token_index(self) -> torch.Tensor:
+        """Flat index of each sequence's first token ([CLS] in BERT inputs)."""
+        return self.cu_seqlens[:-1].long()
+
+    @cached_property
+    def padded_index(self) -> torch.Tensor:
+        """For each flat token, its position in a ``[S * max_seqlen]`` padded buffer."""
+        total = int(self.cu_seqlens[-1]) if not self.cu_seqlens.is_cuda else None
+        seq_of_token = torch.repeat_interleave(
+            torch.arange(self.num_sequences, device=self.cu_seqlens.device), self.lengths, output_size=total
+        )
+        position = torch.arange(seq_of_token.numel(), device=seq_of_token.device) - self.first_token_index[seq_of_token]
+        return seq_of_token * self.max_seqlen + position
+
+    @cached_property
+    def key_padding_mask(self) -> torch.Tensor:
+        """``[S, max_seqlen]`` boolean, True where a real token sits."""
+        positions = torch.arange(self.max_seqlen, device=self.cu_seqlens.device)
+        return positions[None, :] < self.lengths[:, None]
+
+    def pad(self, flat: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        """``[N, ...]`` → ``[S, max_seqlen, ...]`` with ``fill`` at padded positions."""
+        out = flat.new_full((self.num_sequences * self.max_seqlen, *flat.shape[1:]), fill)
+        out = out.index_copy(0, self.padded_index, flat)
+        return out.view(self.num_sequences, self.max_seqlen, *flat.shape[1:])
+
+    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
+        """``[S, max_seqlen, ...]`` → ``[N, ...]``."""
+        return padded.reshape(-1, *padded.shape[2:]).index_select(0, self.padded_index)
+
+    @classmethod
+    def from_lengths(cls, lengths: torch.Tensor) -> "SequenceLayout":
+        cu_seqlens = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
+        return cls(cu_seqlens, int(lengths.max()))
+
+
+@dataclass(eq=False)
+class Unpadded:
+    """A padded ``[B, T]`` batch reduced to its real tokens, and how to put them back."""
+
+    input_ids: torch.Tensor
+    token_type_ids: torch.Tensor
+    position_ids: torch.Tensor
+    layout: SequenceLayout
+    token_index: torch.Tensor  # flat index of each real token in [B * T]
+    batch_size: int
+    seq_len: int
+
+    def repad(self, flat: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        """``[N, ...]`` → ``[B, T, ...]`` in the caller's original positions."""
+        out = flat.new_full((self.batch_size * self.seq_len, *flat.shape[1:]), fill)
+        out = out.index_copy(0, self.token_index, flat)
+        return out.view(self.batch_size, self.seq_len, *flat.shape[1:])
+
+    def gather(self, padded: torch.Tensor) -> torch.Tensor:
+        """``[B, T, ...]`` (e.g. labels) → ``[N, ...]`` on the real tokens."""
+        return padded.reshape(-1, *padded.shape[2:]).index_select(0, self.token_index)
+
+
+def unpad_batch(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    token_type_ids: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+) -> Unpadded:
+    """Drop the padding of a transformers-style batch.
+
+    Positions default to the column index (as transformers does), so a token keeps the
+    position it had in the padded row whatever the mask looks like.
+    """
+    if input_ids.dim() != 2:
+        raise ValueError(f"padded input_ids must be [batch, seq]; got shape {tuple(input_ids.shape)}")
+    batch, seq = input_ids.shape
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
+    elif attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
+    mask = attention_mask.bool()
+    lengths = mask.sum(1)
+    if bool((lengths == 0).any()):
+        raise ValueError(f"attention_mask rows {(lengths == 0).nonzero().flatten().tolist()} have no tokens")
+    if token_type_ids is None:
+        token_type_ids = torch.zeros_like(input_ids)
+    if position_ids is None:
+        position_ids = torch.arange(seq, device=input_ids.device).expand(batch, seq)
+    token_index = mask.flatten().nonzero().flatten()
+
+    def gather(t: torch.Tensor) -> torch.Tensor:
+        return t.expand(batch, seq).reshape(-1).index_select(0, token_index)
+
+    return Unpadded(
+        input_ids=gather(input_ids),
+        token_type_ids=gather(token_type_ids),
+        position_ids=gather(position_ids),
+        layout=SequenceLayout.from_lengths(lengths),
+        token_index=token_index,
+        batch_size=batch,
+        seq_len=seq,
+    )
