@@ -1,0 +1,73 @@
+"""Span-extraction and multiple-choice heads: transformers' names and numerics, both layouts."""
+
+import pytest
+import torch
+
+from fastbert import BertConfig, BertForMultipleChoice, BertForQuestionAnswering
+
+transformers = pytest.importorskip("transformers")
+
+
+def tiny_config(**overrides) -> BertConfig:
+    return BertConfig.preset("tiny", vocab_size=200, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **overrides)
+
+
+def randomize(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def test_question_answering_matches_transformers(tmp_path):
+    ours = BertForQuestionAnswering(tiny_config()).eval()
+    randomize(ours)
+    ours.save_pretrained(tmp_path)
+    theirs, info = transformers.BertForQuestionAnswering.from_pretrained(str(tmp_path), output_loading_info=True)
+    theirs.eval()
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    ids = torch.randint(5, 200, (3, 16))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    starts, ends = torch.tensor([3, 0, 7]), torch.tensor([5, 4, 15])
+    with torch.no_grad():
+        a = ours(ids, mask, start_positions=starts, end_positions=ends)
+        b = theirs(input_ids=ids, attention_mask=mask, start_positions=starts, end_positions=ends)
+    real = mask.bool()
+    torch.testing.assert_close(a.start_logits[real], b.start_logits[real], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a.end_logits[real], b.end_logits[real], rtol=1e-5, atol=1e-5)
+    # Padding never wins a span.
+    assert a.start_logits[~real].max() < a.start_logits[real].min()
+    # transformers' softmax also spans the padded positions of row 1; on full rows the losses agree.
+    with torch.no_grad():
+        full_a = ours(ids[[0, 2]], start_positions=starts[[0, 2]], end_positions=ends[[0, 2]])
+        full_b = theirs(input_ids=ids[[0, 2]], start_positions=starts[[0, 2]], end_positions=ends[[0, 2]])
+    assert abs(full_a.loss.item() - full_b.loss.item()) < 1e-5
+
+
+def test_multiple_choice_matches_transformers_and_flat_layout(tmp_path):
+    ours = BertForMultipleChoice(tiny_config()).eval()
+    randomize(ours, seed=1)
+    ours.save_pretrained(tmp_path)
+    theirs = transformers.BertForMultipleChoice.from_pretrained(str(tmp_path)).eval()
+    ids = torch.randint(5, 200, (2, 4, 10))
+    mask = torch.ones_like(ids)
+    mask[0, 1, 6:] = 0
+    mask[1, 3, 2:] = 0
+    labels = torch.tensor([2, 0])
+    with torch.no_grad():
+        a = ours(ids, mask, labels=labels)
+        b = theirs(input_ids=ids, attention_mask=mask, labels=labels)
+        lengths = mask.view(-1, 10).sum(1)
+        real = mask.view(-1, 10).bool()
+        flat = ours(
+            ids.view(-1, 10)[real],
+            position_ids=torch.cat([torch.arange(int(n)) for n in lengths]),
+            cu_seqlens=torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).int(),
+            max_seqlen=10,
+            num_choices=4,
+            labels=labels,
+        )
+    torch.testing.assert_close(a.logits, b.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(flat.logits, a.logits, rtol=1e-5, atol=1e-6)
+    assert abs(a.loss.item() - b.loss.item()) < 1e-5
