@@ -20,6 +20,10 @@ from .errors import UserError
 # Modules that add subcommands; each defines register(subparsers).
 COMMAND_MODULES = [
     "fastbert.tokenizer",
+    "fastbert.data.cli",
+    "fastbert.finetune.cli",
+    "fastbert.train.cli",
+    "fastbert.demo",
 ]
 
 

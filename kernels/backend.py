@@ -20,10 +20,12 @@ _logged: set[tuple[str, str]] = set()
 
 
 def requested_backend(override: str | None = None) -> str:
-    """The backend asked for: an explicit override, else the environment, else ``auto``."""
-    name = (override or os.environ.get(ENV_VAR) or "auto").strip().lower()
+    """The backend asked for: an explicit override other than ``auto``, else the
+    environment, else ``auto`` (so FASTBERT_KERNELS can steer a model configured ``auto``)."""
+    name, source = (override or "auto").strip().lower(), "kernel_backend"
+    if name == "auto":
+        name, source = (os.environ.get(ENV_VAR) or "auto").strip().lower(), ENV_VAR
     if name not in BACKENDS:
-        source = "kernel_backend" if override else ENV_VAR
         raise ValueError(f"{source}={name!r} is not a kernel backend; expected one of {', '.join(BACKENDS)}")
     return name
 

@@ -1,0 +1,111 @@
+"""Next-sentence-prediction pairs, built the way BERT's create_pretraining_data does.
+
+Per document: pick a target length (``max_num_tokens``, or with probability
+``short_seq_prob`` a shorter random one), gather sentences into a chunk until it reaches
+the target, split the chunk at a random sentence boundary into A and B. Half of the
+time (always when the chunk is a single sentence) B is replaced by a span of another
+document and the unused sentences are put back for the next chunk. Finally the longer
+side loses a token at a random end until the pair fits.
+
+A pair is four offsets into the corpus's flat token array, so nothing is copied here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TokenizedCorpus:
+    """All sentences' token ids back to back, with sentence and document boundaries."""
+
+    tokens: np.ndarray
+    sentence_offsets: np.ndarray  # int64 [num_sentences + 1] into tokens
+    document_offsets: np.ndarray  # int64 [num_documents + 1] into sentences
+
+    @property
+    def num_documents(self) -> int:
+        return len(self.document_offsets) - 1
+
+    @property
+    def num_sentences(self) -> int:
+        return len(self.sentence_offsets) - 1
+
+
+class Pair(NamedTuple):
+    """Segment A is tokens[a_start:a_end], B is tokens[b_start:b_end]."""
+
+    a_start: int
+    a_end: int
+    b_start: int
+    b_end: int
+    is_random_next: bool
+
+
+def document_pairs(
+    corpus: TokenizedCorpus, document: int, max_num_tokens: int, short_seq_prob: float, rng: np.random.Generator
+) -> list[Pair]:
+    """The NSP pairs of one document; A + B never exceeds max_num_tokens (>= 2) tokens."""
+    if corpus.num_documents < 2:
+        raise ValueError("random-next pairs need at least two documents")
+    ends = corpus.sentence_offsets
+    first, last = int(corpus.document_offsets[document]), int(corpus.document_offsets[document + 1])
+    target = max_num_tokens
+    if rng.random() < short_seq_prob:
+        target = int(rng.integers(2, max_num_tokens + 1))
+
+    pairs: list[Pair] = []
+    chunk_start = sentence = first
+    while sentence < last:
+        sentence += 1
+        if sentence < last and ends[sentence] - ends[chunk_start] < target:
+            continue
+        chunk_sentences = sentence - chunk_start
+        split = chunk_start + (1 if chunk_sentences < 2 else int(rng.integers(1, chunk_sentences)))
+        a_start, a_end = int(ends[chunk_start]), int(ends[split])
+        is_random_next = chunk_sentences == 1 or rng.random() < 0.5
+        if is_random_next:
+            b_start, b_end = _random_span(corpus, document, target - (a_end - a_start), rng)
+            sentence = split  # the sentences B would have used start the next chunk
+        else:
+            b_start, b_end = a_end, int(ends[sentence])
+        pairs.append(Pair(*_truncate_pair(a_start, a_end, b_start, b_end, max_num_tokens, rng), is_random_next))
+        chunk_start = sentence
+    return pairs
+
+
+def _random_span(
+    corpus: TokenizedCorpus, document: int, target_tokens: int, rng: np.random.Generator
+) -> tuple[int, int]:
+    """Whole sentences of a different document from a random start until target_tokens (at least one)."""
+    other = int(rng.integers(corpus.num_documents - 1))
+    other += other >= document
+    first, last = int(corpus.document_offsets[other]), int(corpus.document_offsets[other + 1])
+    start = int(rng.integers(first, last))
+    ends = corpus.sentence_offsets
+    end = int(np.searchsorted(ends[: last + 1], ends[start] + target_tokens, side="left"))
+    end = min(max(end, start + 1), last)
+    return int(ends[start]), int(ends[end])
+
+
+def _truncate_pair(
+    a_start: int, a_end: int, b_start: int, b_end: int, max_num_tokens: int, rng: np.random.Generator
+) -> tuple[int, int, int, int]:
+    """Drop tokens from the longer side (B on ties), front or back at random, until A + B fits."""
+    excess = (a_end - a_start) + (b_end - b_start) - max_num_tokens
+    if excess <= 0:
+        return a_start, a_end, b_start, b_end
+    for from_front in (rng.random(excess) < 0.5).tolist():
+        if a_end - a_start > b_end - b_start:
+            if from_front:
+                a_start += 1
+            else:
+                a_end -= 1
+        elif from_front:
+            b_start += 1
+        else:
+            b_end -= 1
+    return a_start, a_end, b_start, b_end

@@ -1,0 +1,61 @@
+"""Fine-tuning batches in the model's flat layout, and their seeded order.
+
+A batch concatenates the real tokens of its sequences (no padding) and describes them with
+``cu_seqlens``/``max_seqlen`` and per-sequence ``position_ids``. A multiple-choice item
+contributes its choices as consecutive sequences, which is the order the model expects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .encoding import EncodedSequence
+
+
+@dataclass(frozen=True)
+class Item:
+    """One training or evaluation unit: its sequence(s) and the targets the model's loss takes."""
+
+    sequences: tuple[EncodedSequence, ...]
+    targets: dict[str, int | float] = field(default_factory=dict)
+    """E.g. {"labels": 1} or {"start_positions": 9, "end_positions": 11}; ints become int64, floats float32."""
+
+
+def collate(items: list[Item]) -> dict[str, torch.Tensor | int]:
+    """The flat-layout batch of ``items`` (with ``num_choices`` when items hold several sequences)."""
+    sequences = [seq for item in items for seq in item.sequences]
+    lengths = [len(seq.input_ids) for seq in sequences]
+    cu_seqlens = np.zeros(len(sequences) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=cu_seqlens[1:])
+    batch: dict[str, torch.Tensor | int] = {
+        "input_ids": torch.tensor([t for seq in sequences for t in seq.input_ids], dtype=torch.long),
+        "token_type_ids": torch.tensor([t for seq in sequences for t in seq.token_type_ids], dtype=torch.long),
+        "position_ids": torch.tensor([p for n in lengths for p in range(n)], dtype=torch.long),
+        "cu_seqlens": torch.from_numpy(cu_seqlens),
+        "max_seqlen": max(lengths),
+    }
+    if len(items[0].sequences) > 1:
+        batch["num_choices"] = len(items[0].sequences)
+    for key, value in items[0].targets.items():
+        dtype = torch.float32 if isinstance(value, float) else torch.long
+        batch[key] = torch.tensor([item.targets[key] for item in items], dtype=dtype)
+    return batch
+
+
+def epoch_order(num_items: int, seed: int, epoch: int) -> np.ndarray:
+    """A permutation of the items for one epoch; the same on every rank for a given seed and epoch."""
+    return np.random.default_rng([seed, epoch]).permutation(num_items)
+
+
+def rank_batches(order: np.ndarray, batch_size: int, rank: int, world_size: int) -> list[np.ndarray]:
+    """This rank's batches of ``order``: batch i goes to rank i mod world_size.
+
+    Every rank gets the same number of batches (a trailing remainder is dropped when the
+    batches do not divide evenly), so the ranks' optimizer steps stay in lockstep.
+    """
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    usable = len(batches) - len(batches) % world_size
+    return batches[rank:usable:world_size]

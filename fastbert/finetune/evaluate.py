@@ -1,0 +1,61 @@
+"""Dev-set evaluation: batched inference through the engine, then the task's metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..train.engine import Engine
+from .collate import Item, collate
+from .features import Split
+from .metrics import label_metrics, squad_metrics
+from .squad import postprocess_squad
+from .tasks import CLASSIFICATION, MULTIPLE_CHOICE, REGRESSION, SPAN, Task
+
+TARGET_KEYS = ("labels", "start_positions", "end_positions")
+
+
+@torch.no_grad()
+def predict(engine: Engine, items: list[Item], batch_size: int, kind: str) -> list[np.ndarray]:
+    """Raw outputs per item: class logits, a regression score, choice scores, or (span) start/end logits."""
+    was_training = engine.module.training
+    engine.module.eval()
+    outputs: list[np.ndarray] = []
+    try:
+        for begin in range(0, len(items), batch_size):
+            batch = collate(items[begin : begin + batch_size])
+            for key in TARGET_KEYS:
+                batch.pop(key, None)
+            result = engine(**batch)
+            if kind == SPAN:
+                bounds = batch["cu_seqlens"].tolist()
+                logits = torch.stack([result.start_logits, result.end_logits], dim=1).float().cpu().numpy()
+                outputs.extend(logits[b:e] for b, e in zip(bounds[:-1], bounds[1:]))
+            else:
+                outputs.extend(result.logits.float().cpu().numpy())
+    finally:
+        engine.module.train(was_training)
+    return outputs
+
+
+def evaluate(engine: Engine, task: Task, split: Split, batch_size: int) -> dict[str, float]:
+    """The task's metrics on one split."""
+    outputs = predict(engine, split.items, batch_size, task.kind)
+    if task.kind == SPAN:
+        predictions = postprocess_squad(
+            split.examples,
+            split.squad_features,
+            [o[:, 0] for o in outputs],
+            [o[:, 1] for o in outputs],
+            version_2=task.version_2,
+        )
+        gold = {e.qid: [a.text for a in e.answers] for e in split.examples}
+        return squad_metrics(predictions, gold)
+    scores = np.stack(outputs)
+    if task.kind == REGRESSION:
+        predicted = scores[:, 0]
+    elif task.kind in (CLASSIFICATION, MULTIPLE_CHOICE):
+        predicted = scores.argmax(axis=1)
+    else:
+        raise ValueError(f"unknown task kind {task.kind!r}")
+    return label_metrics(task.metrics, predicted, np.array([e.label for e in split.examples]))

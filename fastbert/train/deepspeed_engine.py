@@ -1,0 +1,180 @@
+"""The :class:`~fastbert.train.engine.Engine` interface over ``deepspeed.initialize`` (ZeRO 0-3).
+
+DeepSpeed is imported here only, lazily: the GPU image has none, and a CPU user training
+locally never pays for it. The optimizer (torch AdamW or our LAMB) and the schedule are
+client objects, so DeepSpeed never JIT-compiles its fused CUDA optimizers.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from .engine import Engine, EngineConfig, build_optimizer
+from .schedule import build_scheduler
+
+logger = logging.getLogger(__name__)
+
+ENGINE_TAG = "engine"
+# Keys a DeepSpeed JSON may leave as "auto" (or omit): filled from the training config.
+AUTO_KEYS = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping")
+
+
+def import_deepspeed():
+    try:
+        import deepspeed
+    except ImportError:
+        raise UserError("a DeepSpeed config was given but deepspeed is not installed (pip install deepspeed)") from None
+    return deepspeed
+
+
+def resolve_deepspeed_config(config: EngineConfig, cuda: bool) -> dict[str, Any]:
+    """Fill the "auto" entries of ``config.deepspeed_config`` from the training config.
+
+    A concrete value that contradicts the training config is an error rather than a
+    silent override: the two would otherwise disagree about the global batch.
+    """
+    ds = copy.deepcopy(config.deepspeed_config or {})
+    for key in ("optimizer", "scheduler"):
+        if key in ds:
+            raise UserError(f"DeepSpeed config key {key!r} is not supported: fastbert passes its own {key} (set it in the training config)")
+    ours = {
+        "train_micro_batch_size_per_gpu": config.micro_batch_size,
+        "gradient_accumulation_steps": config.grad_accum_steps,
+        "gradient_clipping": config.grad_clip,
+    }
+    for key, value in ours.items():
+        given = ds.get(key, "auto")
+        if given != "auto" and given != value:
+            raise UserError(f"DeepSpeed config key {key!r} is {given!r} but the training config says {value!r}; set it to \"auto\"")
+        ds[key] = value
+    if ds.get("train_batch_size", "auto") == "auto":
+        ds.pop("train_batch_size", None)
+    bf16 = ds.setdefault("bf16", {})
+    if bf16.get("enabled", "auto") == "auto":
+        bf16["enabled"] = cuda if config.bf16 is None else config.bf16
+    ds.setdefault("steps_per_print", 1 << 30)  # the training loop does the logging
+    stage = zero_stage(ds)
+    if config.optimizer == "lamb" and (stage > 0 or bf16["enabled"]):
+        raise UserError(
+            "LAMB needs whole parameter tensors for its per-layer trust ratio, but DeepSpeed flattens them "
+            f"(ZeRO stage {stage}, bf16 {bf16['enabled']}); use ZeRO stage 0 in fp32, AdamW, or no --deepspeed"
+        )
+    return ds
+
+
+def zero_stage(ds_config: dict[str, Any]) -> int:
+    return int(ds_config.get("zero_optimization", {}).get("stage", 0))
+
+
+class DeepSpeedEngineAdapter(Engine):
+    """DeepSpeed's engine behind fastbert's Engine interface."""
+
+    def __init__(self, model: nn.Module, config: EngineConfig):
+        deepspeed = import_deepspeed()
+        self._deepspeed = deepspeed
+        deepspeed.init_distributed()
+        from deepspeed.accelerator import get_accelerator
+
+        ds_config = resolve_deepspeed_config(config, cuda=get_accelerator().device_name() == "cuda")
+        self.stage = zero_stage(ds_config)
+        self.bf16 = bool(ds_config["bf16"]["enabled"])
+        if self.stage == 3:
+            # ZeRO-3 gathers a module's own parameters around its forward only; fused modules
+            # read their children's (and the tied decoder reads the embeddings') parameters.
+            for module, param in getattr(model, "external_parameter_uses", lambda: ())():
+                deepspeed.zero.register_external_parameter(module, param)
+        device = torch.device(get_accelerator().current_device_name())
+        optimizer = build_optimizer(model, config, device)
+        scheduler = build_scheduler(optimizer, config.resolved_warmup_steps, config.total_steps)
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
+        )
+        self.config = config
+        self.module = self.engine.module
+        self.device = self.engine.device
+        self.rank = self.engine.global_rank
+        self.world_size = self.engine.world_size
+        # The last checkpoint written, reused by export_hf to gather ZeRO shards.
+        self._saved: tuple[Path, int] | None = None
+
+    def __call__(self, **batch: Any) -> Any:
+        return self.engine(**self.to_device(batch))
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+
+    def step(self) -> None:
+        self.engine.step()
+
+    @property
+    def global_step(self) -> int:
+        return self.engine.global_steps
+
+    @property
+    def grad_norm(self) -> float | None:
+        norm = self.engine.get_global_grad_norm()
+        return None if norm is None else float(norm)
+
+    def get_lr(self) -> float:
+        return self.engine.get_lr()[0]
+
+    def save_checkpoint(self, directory: str | os.PathLike, client_state: dict[str, Any]) -> None:
+        directory = Path(directory)
+        self.engine.save_checkpoint(str(directory), tag=ENGINE_TAG, client_state=client_state, save_latest=False)
+        self._saved = (directory, self.global_step)
+
+    def load_checkpoint(self, directory: str | os.PathLike) -> dict[str, Any]:
+        path, client_state = self.engine.load_checkpoint(str(directory), tag=ENGINE_TAG)
+        if path is None:
+            raise UserError(f"{directory}: no DeepSpeed checkpoint here (was it written without --deepspeed?)")
+        return client_state
+
+    def export_hf(self, out_dir: str | os.PathLike, tokenizer: Any = None) -> None:
+        if self._saved is not None and self._saved[1] == self.global_step and (self._saved[0] / ENGINE_TAG).is_dir():
+            self._export_from(self._saved[0], out_dir, tokenizer)
+            return
+        # No checkpoint of the current weights: write a scratch one to gather from.
+        scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=Path(out_dir).parent)) if self.is_main else None
+        scratch_list = [scratch]
+        if self.world_size > 1:
+            torch.distributed.broadcast_object_list(scratch_list, src=0)
+        scratch = scratch_list[0]
+        try:
+            self.save_checkpoint(scratch, client_state={})
+            self._export_from(scratch, out_dir, tokenizer)
+        finally:
+            self._saved = None
+            self.barrier()
+            if self.is_main:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    def _export_from(self, checkpoint_dir: Path, out_dir: str | os.PathLike, tokenizer: Any) -> None:
+        self.barrier()  # every rank's shard is on disk
+        if self.is_main:
+            state = self._fp32_state_dict(checkpoint_dir)
+            # A fresh host copy: the engine's module may hold sharded or bf16 parameters. Its
+            # initialisation must not consume the training RNG, or a resumed run would diverge.
+            with torch.random.fork_rng(devices=[]):
+                model = type(self.module)(self.module.config)
+            model.load_checkpoint_state(state, checkpoint_dir)
+            model.save_pretrained(out_dir, tokenizer=tokenizer)
+        self.barrier()
+
+    def _fp32_state_dict(self, checkpoint_dir: Path) -> dict[str, torch.Tensor]:
+        if self.stage == 0 and not self.bf16:
+            # Stage 0 writes no ZeRO shards: the module states are the fp32 weights.
+            states = torch.load(checkpoint_dir / ENGINE_TAG / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+            return states["module"]
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=ENGINE_TAG)

@@ -1,0 +1,165 @@
+"""MLM + NSP pretraining: data order, model, engine and the training loop wired together."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InputError, UserError
+from .config import PretrainConfig
+from .engine import build_engine
+from .loop import LoopConfig, LoopResult, train
+from .metrics import flops_per_token
+from .sampler import DataOrder
+
+logger = logging.getLogger(__name__)
+
+# Used when a launcher started several processes but no DeepSpeed config was given.
+DEFAULT_DISTRIBUTED_CONFIG: dict[str, Any] = {"zero_optimization": {"stage": 0}}
+
+
+class PretrainingMetrics:
+    """MLM and NSP losses and accuracies (MLM over masked tokens, NSP over sequences)."""
+
+    def batch_sums(self, batch: dict[str, Any], outputs: Any) -> dict[str, torch.Tensor | float]:
+        mlm_labels, nsp_labels = outputs.masked_lm_labels, batch["next_sentence_label"].to(outputs.seq_relationship_logits.device)
+        return {
+            "mlm_loss": outputs.mlm_loss.detach(),
+            "nsp_loss": outputs.nsp_loss.detach(),
+            "mlm_correct": (outputs.masked_lm_logits.argmax(-1) == mlm_labels).sum(),
+            "mlm_count": mlm_labels.numel(),
+            "nsp_correct": (outputs.seq_relationship_logits.argmax(-1) == nsp_labels).sum(),
+            "nsp_count": nsp_labels.numel(),
+        }
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        return {
+            "mlm_loss": sums["mlm_loss"] / sums["micro_batches"],
+            "mlm_acc": sums["mlm_correct"] / max(1.0, sums["mlm_count"]),
+            "nsp_loss": sums["nsp_loss"] / sums["micro_batches"],
+            "nsp_acc": sums["nsp_correct"] / max(1.0, sums["nsp_count"]),
+        }
+
+
+class EpochTaggedDataset(torch.utils.data.Dataset):
+    """Indexes the pretraining dataset by (epoch, sample) so the collator can seed masks by both."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        return {**self.dataset[index], "epoch": epoch}
+
+
+def load_deepspeed_config(path: str | os.PathLike | None) -> dict[str, Any] | None:
+    if path is None:
+        return dict(DEFAULT_DISTRIBUTED_CONFIG) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such DeepSpeed config file")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"not valid JSON ({err.msg})", line=err.lineno) from None
+    if not isinstance(config, dict):
+        raise InputError(path, "expected a JSON object")
+    return config
+
+
+def run_pretraining(
+    config: PretrainConfig,
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    deepspeed_config: dict[str, Any] | None = None,
+    resume: bool = False,
+    tokenizer_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> LoopResult:
+    from ..data.collator import PretrainingCollator
+    from ..data.dataset import PretrainingDataset
+    from ..model import BertConfig, BertForPreTraining
+
+    dataset = PretrainingDataset(data_dir)
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    if config.init_from:
+        model = BertForPreTraining.from_pretrained(config.init_from, **config.model_overrides)
+    else:
+        shape = {"vocab_size": dataset.vocab_size, "max_position_embeddings": max(512, dataset.max_seq_len)}
+        model = BertForPreTraining(BertConfig.preset(config.model, **{**shape, **config.model_overrides}))
+    if model.config.vocab_size < dataset.vocab_size:
+        raise UserError(f"{data_dir}: the data's vocabulary ({dataset.vocab_size}) is larger than the model's ({model.config.vocab_size})")
+    model_flops = _flops_model(model)  # before ZeRO-3 partitions the parameters away
+
+    engine = build_engine(model, config.engine_config(deepspeed_config))
+    torch.manual_seed(config.seed + 1 + engine.rank)  # a distinct dropout stream per rank
+    order = DataOrder(len(dataset), config.batch_size, config.grad_accum_steps, engine.world_size, engine.rank, config.seed)
+    collator = PretrainingCollator(dataset, mlm_probability=config.mlm_probability, seed=config.seed)
+    tagged = EpochTaggedDataset(dataset)
+    pin = engine.device.type == "cuda"
+
+    def make_batches(step: int) -> Iterator[dict[str, Any]]:
+        loader = torch.utils.data.DataLoader(
+            tagged,
+            batch_sampler=order.micro_batches(step),
+            collate_fn=collator,
+            num_workers=config.num_workers,
+            pin_memory=pin,
+            # A private generator: worker seeding must not consume the global (dropout) RNG.
+            generator=torch.Generator(),
+        )
+        return iter(loader)
+
+    loop_config = LoopConfig(
+        out_dir=Path(out_dir),
+        max_steps=config.max_steps,
+        grad_accum_steps=config.grad_accum_steps,
+        log_every=config.log_every,
+        save_every=config.save_every,
+        max_minutes=config.max_minutes,
+        progress=progress,
+        run_info={"seed": config.seed, "global_batch_size": order.global_batch_size, "data_pairs": len(dataset)},
+    )
+    if engine.is_main:
+        logger.info(
+            "pretraining %s (%.1fM parameters) on %d pairs: global batch %d = %d × %d accumulation × %d ranks, %d steps per epoch",
+            config.model, sum(p.numel() for p in model.parameters()) / 1e6, len(dataset), order.global_batch_size,
+            config.batch_size, config.grad_accum_steps, engine.world_size, order.steps_per_epoch,
+        )
+    return train(
+        engine, make_batches, loop_config, PretrainingMetrics(), resume=resume,
+        tokenizer=_find_tokenizer(dataset, tokenizer_dir), flops_per_token=model_flops,
+    )
+
+
+def _flops_model(model) -> Any:
+    non_embedding = model.num_parameters(exclude_embeddings=True)
+    layers, hidden = model.config.num_hidden_layers, model.config.hidden_size
+    return lambda avg_seq_len: flops_per_token(non_embedding, layers, hidden, avg_seq_len)
+
+
+def _find_tokenizer(dataset, tokenizer_dir: str | os.PathLike | None):
+    """The tokenizer to ship with the exported model: the given one, else the one the data was prepared with."""
+    from ..tokenizer import load_tokenizer, tokenizer_hash
+
+    recorded = dataset.metadata["tokenizer"]
+    path = Path(tokenizer_dir) if tokenizer_dir else Path(recorded["path"])
+    if not path.is_dir():
+        if tokenizer_dir:
+            raise UserError(f"{path}: no such tokenizer directory")
+        logger.warning("the data's tokenizer %s is gone; the exported model has no tokenizer files (pass --tokenizer)", path)
+        return None
+    tokenizer = load_tokenizer(path)
+    if tokenizer_hash(tokenizer) != recorded["hash"]:
+        raise UserError(f"{path}: this tokenizer differs from the one {dataset.directory} was prepared with")
+    return tokenizer

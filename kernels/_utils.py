@@ -1,0 +1,127 @@
+"""Launch heuristics and Triton building blocks shared by the fused kernels.
+
+Every kernel works on 2-D tiles of ``BLOCK_R`` rows by ``BLOCK_H`` columns: many rows per
+program keeps the CPU interpreter (which runs programs one by one in Python) fast, and on
+a GPU it amortises loading the LayerNorm weight and bias. Backward kernels are
+persistent: a bounded number of programs loop over the tiles and each writes one fp32
+partial sum of the weight gradients, which torch then reduces (two-stage reduction
+without atomics, so gradients are deterministic).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+MAX_HIDDEN = 8192
+"""Widest row a row-wise kernel handles: the whole row lives in registers."""
+
+# Elements per tile. A GPU wants tiles that fit in registers; the interpreter wants as
+# few programs as possible, since each costs a round of Python.
+_GPU_TILE_ELEMENTS = 4096
+_CPU_TILE_ELEMENTS = 32768
+# Persistent backward programs per streaming multiprocessor.
+_PROGRAMS_PER_SM = 4
+_CPU_PROGRAMS = 2
+
+
+def row_block(hidden: int) -> int:
+    """``BLOCK_H`` for rows of ``hidden`` elements: the next power of two, masked."""
+    if hidden < 1 or hidden > MAX_HIDDEN:
+        raise ValueError(f"hidden size {hidden} is outside the fused kernels' range 1..{MAX_HIDDEN}")
+    return triton.next_power_of_2(hidden)
+
+
+def tile_rows(block_h: int, device: torch.device) -> int:
+    """``BLOCK_R``: rows per tile so a tile holds about the target number of elements."""
+    target = _GPU_TILE_ELEMENTS if device.type == "cuda" else _CPU_TILE_ELEMENTS
+    return max(1, target // block_h)
+
+
+def num_warps(tile_elements: int) -> int:
+    """Warps for a tile: about 8 elements per thread, between 4 and 16 warps (at 16 per
+    thread the backward kernels need ~150 registers on sm_90, halving occupancy)."""
+    return min(16, max(4, tile_elements // 256))
+
+
+def persistent_programs(n_tiles: int, device: torch.device) -> int:
+    """How many programs a persistent backward kernel launches for ``n_tiles`` tiles."""
+    limit = _PROGRAMS_PER_SM * _sm_count(_cuda_index(device)) if device.type == "cuda" else _CPU_PROGRAMS
+    return max(1, min(n_tiles, limit))
+
+
+def _cuda_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def dropout_seed(p: float) -> int:
+    """A Philox seed for a dropout mask, drawn from torch's CPU generator (so
+    ``torch.manual_seed`` makes runs reproducible); 0 and no draw when ``p == 0``."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {p}")
+    if p == 0.0:
+        return 0
+    return int(torch.randint(0, 2**31 - 1, ()).item())
+
+
+def check_vector(name: str, t: torch.Tensor | None, size: int) -> None:
+    """Refuse a per-column parameter that does not have ``size`` elements (the kernels
+    would read past it)."""
+    if t is not None and t.shape != (size,):
+        raise ValueError(f"{name} has shape {tuple(t.shape)}; expected ({size},)")
+
+
+def rows_of(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a contiguous ``[rows, hidden]`` matrix (a view when it already is one)."""
+    return x.contiguous().view(-1, x.shape[-1])
+
+
+@triton.jit
+def dropout_keep(seed, offsets, p):
+    """Which elements survive dropout; the same seed and offsets give the same mask, so
+    backward regenerates it instead of storing it."""
+    return tl.rand(seed, offsets) >= p
+
+
+@triton.jit
+def tile_offsets(tile, n_rows, n_cols, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Row indices, column indices, element offsets and masks of one row tile."""
+    rows = tile * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_H)
+    row_mask = rows < n_rows
+    col_mask = cols < n_cols
+    offsets = rows[:, None].to(tl.int64) * n_cols + cols[None, :]
+    return rows, cols, offsets, row_mask, col_mask, row_mask[:, None] & col_mask[None, :]
+
+
+@triton.jit
+def layer_norm_rows(h, w, b, mask, n_cols, eps):
+    """LayerNorm of each row of the fp32 tile ``h`` (zero where masked): (y, mean, rstd)."""
+    mean = tl.sum(h, axis=1) / n_cols
+    centered = tl.where(mask, h - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(centered * centered, axis=1) / n_cols + eps)
+    y = centered * rstd[:, None] * w[None, :] + b[None, :]
+    return y, mean, rstd
+
+
+@triton.jit
+def normalized_rows(h, mean, rstd, mask):
+    """x-hat of a tile from its saved row statistics, zero where masked."""
+    return tl.where(mask, (h - mean[:, None]) * rstd[:, None], 0.0)
+
+
+@triton.jit
+def layer_norm_rows_grad(dy, xhat, w, rstd, n_cols):
+    """Gradient of LayerNorm with respect to its input rows, from dL/dy and x-hat."""
+    wdy = dy * w[None, :]
+    mean_wdy_xhat = tl.sum(wdy * xhat, axis=1) / n_cols
+    mean_wdy = tl.sum(wdy, axis=1) / n_cols
+    return (wdy - xhat * mean_wdy_xhat[:, None] - mean_wdy[:, None]) * rstd[:, None]

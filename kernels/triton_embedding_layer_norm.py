@@ -1,0 +1,193 @@
+"""Fused dropout(LayerNorm(word[ids] + token_type[tt] + position[pos])): BERT's embeddings.
+
+Forward gathers the three table rows, normalises and writes only the output and the fp32
+row statistics; backward regathers the rows rather than keeping their sum alive. Backward
+writes the fp32 gradient of the summed embedding per token, and torch's sort-based
+embedding backward scatters it into each table in fp32 (repeated ids summed, no
+contended atomics on the two-row token-type table).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._utils import (
+    check_vector,
+    dropout_keep,
+    dropout_seed,
+    layer_norm_rows,
+    layer_norm_rows_grad,
+    normalized_rows,
+    num_warps,
+    persistent_programs,
+    row_block,
+    tile_offsets,
+    tile_rows,
+)
+
+
+@triton.jit
+def _summed_embeddings(ids_ptr, tt_ptr, pos_ptr, word_ptr, tt_emb_ptr, pos_emb_ptr, rows, cols, row_mask, mask, n_cols):
+    ids = tl.load(ids_ptr + rows, mask=row_mask, other=0).to(tl.int64)
+    tts = tl.load(tt_ptr + rows, mask=row_mask, other=0).to(tl.int64)
+    positions = tl.load(pos_ptr + rows, mask=row_mask, other=0).to(tl.int64)
+    h = tl.load(word_ptr + ids[:, None] * n_cols + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    h += tl.load(tt_emb_ptr + tts[:, None] * n_cols + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    h += tl.load(pos_emb_ptr + positions[:, None] * n_cols + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    return h
+
+
+@triton.jit
+def _embedding_layer_norm_fwd_kernel(
+    ids_ptr, tt_ptr, pos_ptr, word_ptr, tt_emb_ptr, pos_emb_ptr, w_ptr, b_ptr,
+    y_ptr, mean_ptr, rstd_ptr,
+    n_rows, n_cols, eps, dropout_p, dropout_scale, seed,
+    HAS_DROPOUT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    rows, cols, offsets, row_mask, col_mask, mask = tile_offsets(
+        tl.program_id(0), n_rows, n_cols, BLOCK_R, BLOCK_H
+    )
+    h = _summed_embeddings(ids_ptr, tt_ptr, pos_ptr, word_ptr, tt_emb_ptr, pos_emb_ptr, rows, cols, row_mask, mask, n_cols)
+    w = tl.load(w_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    y, mean, rstd = layer_norm_rows(h, w, b, mask, n_cols, eps)
+    if HAS_DROPOUT:
+        y = tl.where(dropout_keep(seed, offsets.to(tl.int32), dropout_p), y * dropout_scale, 0.0)
+    tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(mean_ptr + rows, mean, mask=row_mask)
+    tl.store(rstd_ptr + rows, rstd, mask=row_mask)
+
+
+@triton.jit
+def _embedding_layer_norm_bwd_kernel(
+    dy_ptr, ids_ptr, tt_ptr, pos_ptr, word_ptr, tt_emb_ptr, pos_emb_ptr, w_ptr, mean_ptr, rstd_ptr,
+    dsum_ptr, dw_partial_ptr, db_partial_ptr,
+    n_rows, n_cols, dropout_p, dropout_scale, seed,
+    HAS_DROPOUT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_H)
+    col_mask = cols < n_cols
+    w = tl.load(w_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    dw = tl.zeros([BLOCK_H], dtype=tl.float32)
+    db = tl.zeros([BLOCK_H], dtype=tl.float32)
+    for tile in range(pid, tl.cdiv(n_rows, BLOCK_R), tl.num_programs(0)):
+        rows, cols, offsets, row_mask, col_mask, mask = tile_offsets(tile, n_rows, n_cols, BLOCK_R, BLOCK_H)
+        h = _summed_embeddings(ids_ptr, tt_ptr, pos_ptr, word_ptr, tt_emb_ptr, pos_emb_ptr, rows, cols, row_mask, mask, n_cols)
+        mean = tl.load(mean_ptr + rows, mask=row_mask, other=0.0)
+        rstd = tl.load(rstd_ptr + rows, mask=row_mask, other=0.0)
+        xhat = normalized_rows(h, mean, rstd, mask)
+        dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        if HAS_DROPOUT:
+            dy = tl.where(dropout_keep(seed, offsets.to(tl.int32), dropout_p), dy * dropout_scale, 0.0)
+        dw += tl.sum(dy * xhat, axis=0)
+        db += tl.sum(dy, axis=0)
+        tl.store(dsum_ptr + offsets, layer_norm_rows_grad(dy, xhat, w, rstd, n_cols), mask=mask)
+    partial = pid * n_cols + cols
+    tl.store(dw_partial_ptr + partial, dw, mask=col_mask)
+    tl.store(db_partial_ptr + partial, db, mask=col_mask)
+
+
+def _launch_blocks(n_cols: int, device: torch.device) -> tuple[int, int]:
+    block_h = row_block(n_cols)
+    return tile_rows(block_h, device), block_h
+
+
+def embedding_layer_norm_forward(ids, tts, positions, word, token_type, position, weight, bias, eps, dropout_p, seed):
+    """Launch the forward kernel on flat ``[N]`` index vectors: (y ``[N, H]``, mean, rstd)."""
+    n_rows, n_cols = ids.numel(), word.shape[1]
+    block_r, block_h = _launch_blocks(n_cols, word.device)
+    y = torch.empty(n_rows, n_cols, dtype=word.dtype, device=word.device)
+    mean = torch.empty(n_rows, dtype=torch.float32, device=word.device)
+    rstd = torch.empty_like(mean)
+    _embedding_layer_norm_fwd_kernel[(triton.cdiv(n_rows, block_r),)](
+        ids, tts, positions, word, token_type, position, weight, bias, y, mean, rstd,
+        n_rows, n_cols, eps, dropout_p, 1.0 / (1.0 - dropout_p), seed,
+        HAS_DROPOUT=dropout_p > 0.0, BLOCK_R=block_r, BLOCK_H=block_h, num_warps=num_warps(block_r * block_h),
+    )
+    return y, mean, rstd
+
+
+def embedding_layer_norm_backward(dy, ids, tts, positions, word, token_type, position, weight, mean, rstd, dropout_p, seed):
+    """Launch the backward kernel: (fp32 d(summed embedding) ``[N, H]``, fp32 dweight, fp32 dbias)."""
+    n_rows, n_cols = dy.shape
+    block_r, block_h = _launch_blocks(n_cols, dy.device)
+    programs = persistent_programs(triton.cdiv(n_rows, block_r), dy.device)
+    dsum = torch.empty(n_rows, n_cols, dtype=torch.float32, device=dy.device)
+    partials = torch.empty(2, programs, n_cols, dtype=torch.float32, device=dy.device)
+    _embedding_layer_norm_bwd_kernel[(programs,)](
+        dy, ids, tts, positions, word, token_type, position, weight, mean, rstd,
+        dsum, partials[0], partials[1],
+        n_rows, n_cols, dropout_p, 1.0 / (1.0 - dropout_p), seed,
+        HAS_DROPOUT=dropout_p > 0.0, BLOCK_R=block_r, BLOCK_H=block_h, num_warps=num_warps(block_r * block_h),
+    )
+    dweight, dbias = partials.sum(dim=1)
+    return dsum, dweight, dbias
+
+
+def _table_grad(dsum: torch.Tensor, ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    # dsum is fp32, so the per-row sums over repeated ids accumulate in fp32.
+    grad = torch.ops.aten.embedding_dense_backward(dsum, ids, table.shape[0], -1, False)
+    return grad.to(table.dtype)
+
+
+class EmbeddingLayerNormFunction(torch.autograd.Function):
+    """Autograd for the fused embedding sum + LayerNorm + dropout."""
+
+    @staticmethod
+    def forward(ctx, ids, tts, positions, word, token_type, position, weight, bias, eps, dropout_p):
+        seed = dropout_seed(dropout_p)
+        tables = (word.contiguous(), token_type.contiguous(), position.contiguous())
+        y, mean, rstd = embedding_layer_norm_forward(
+            ids, tts, positions, *tables, weight.contiguous(), bias.contiguous(), eps, dropout_p, seed
+        )
+        ctx.save_for_backward(ids, tts, positions, *tables, weight, mean, rstd)
+        ctx.dropout_p, ctx.seed, ctx.bias_dtype = dropout_p, seed, bias.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        ids, tts, positions, word, token_type, position, weight, mean, rstd = ctx.saved_tensors
+        dsum, dweight, dbias = embedding_layer_norm_backward(
+            grad_out.contiguous(), ids, tts, positions, word, token_type, position, weight.contiguous(),
+            mean, rstd, ctx.dropout_p, ctx.seed,
+        )
+        return (
+            None, None, None,
+            _table_grad(dsum, ids, word),
+            _table_grad(dsum, tts, token_type),
+            _table_grad(dsum, positions, position),
+            dweight.to(weight.dtype),
+            dbias.to(ctx.bias_dtype),
+            None, None,
+        )
+
+
+def embedding_layer_norm(
+    input_ids: torch.Tensor,
+    token_type_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    word_embeddings: torch.Tensor,
+    token_type_embeddings: torch.Tensor,
+    position_embeddings: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """dropout(LayerNorm(word[ids] + token_type[tt] + position[pos])) for ids of any shape;
+    token-type and position ids broadcast against ``input_ids`` as in the reference."""
+    hidden = word_embeddings.shape[1]
+    for name, table in (("token_type_embeddings", token_type_embeddings), ("position_embeddings", position_embeddings)):
+        if table.shape[1] != hidden:
+            raise ValueError(f"{name} has width {table.shape[1]}, word_embeddings {hidden}")
+    check_vector("weight", weight, hidden)
+    check_vector("bias", bias, hidden)
+    shape = input_ids.shape
+    flat = [torch.broadcast_to(i, shape).reshape(-1) for i in (input_ids, token_type_ids, position_ids)]
+    y = EmbeddingLayerNormFunction.apply(
+        *flat, word_embeddings, token_type_embeddings, position_embeddings, weight, bias, eps, dropout_p
+    )
+    return y.view(*shape, hidden)

@@ -1,0 +1,192 @@
+"""Fused LayerNorm(dropout(x + x_bias) + residual): BERT's post-attention and post-FFN block.
+
+Forward reads x, the residual and the parameters once and writes the output, the fp32
+row statistics and, when anything was added to x, the pre-norm sum ``h`` (in x's dtype)
+that backward needs. The dropout mask is never stored: backward regenerates it from the
+seed. Backward gives dx, dresidual, dweight, dbias and dx_bias.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._utils import (
+    check_vector,
+    dropout_keep,
+    dropout_seed,
+    layer_norm_rows,
+    layer_norm_rows_grad,
+    normalized_rows,
+    num_warps,
+    persistent_programs,
+    row_block,
+    rows_of,
+    tile_offsets,
+    tile_rows,
+)
+
+
+@triton.jit
+def _layer_norm_fwd_kernel(
+    x_ptr, x_bias_ptr, residual_ptr, w_ptr, b_ptr, y_ptr, h_ptr, mean_ptr, rstd_ptr,
+    n_rows, n_cols, eps, dropout_p, dropout_scale, seed,
+    HAS_X_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+    STORE_H: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    rows, cols, offsets, row_mask, col_mask, mask = tile_offsets(
+        tl.program_id(0), n_rows, n_cols, BLOCK_R, BLOCK_H
+    )
+    h = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    if HAS_X_BIAS:
+        h += tl.load(x_bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    if HAS_DROPOUT:
+        h = tl.where(dropout_keep(seed, offsets.to(tl.int32), dropout_p), h * dropout_scale, 0.0)
+    if HAS_RESIDUAL:
+        h += tl.load(residual_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    if STORE_H:
+        tl.store(h_ptr + offsets, h.to(h_ptr.dtype.element_ty), mask=mask)
+    w = tl.load(w_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    y, mean, rstd = layer_norm_rows(h, w, b, mask, n_cols, eps)
+    tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(mean_ptr + rows, mean, mask=row_mask)
+    tl.store(rstd_ptr + rows, rstd, mask=row_mask)
+
+
+@triton.jit
+def _layer_norm_bwd_kernel(
+    dy_ptr, h_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, dresidual_ptr,
+    dw_partial_ptr, db_partial_ptr, dx_bias_partial_ptr,
+    n_rows, n_cols, dropout_p, dropout_scale, seed,
+    HAS_X_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_H)
+    col_mask = cols < n_cols
+    w = tl.load(w_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    dw = tl.zeros([BLOCK_H], dtype=tl.float32)
+    db = tl.zeros([BLOCK_H], dtype=tl.float32)
+    dx_bias = tl.zeros([BLOCK_H], dtype=tl.float32)
+    for tile in range(pid, tl.cdiv(n_rows, BLOCK_R), tl.num_programs(0)):
+        rows, cols, offsets, row_mask, col_mask, mask = tile_offsets(tile, n_rows, n_cols, BLOCK_R, BLOCK_H)
+        dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        h = tl.load(h_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        mean = tl.load(mean_ptr + rows, mask=row_mask, other=0.0)
+        rstd = tl.load(rstd_ptr + rows, mask=row_mask, other=0.0)
+        xhat = normalized_rows(h, mean, rstd, mask)
+        dw += tl.sum(dy * xhat, axis=0)
+        db += tl.sum(dy, axis=0)
+        dh = layer_norm_rows_grad(dy, xhat, w, rstd, n_cols)
+        if HAS_RESIDUAL:
+            # A separate buffer even when equal to dx: autograd may accumulate into either in place.
+            tl.store(dresidual_ptr + offsets, dh.to(dresidual_ptr.dtype.element_ty), mask=mask)
+        if HAS_DROPOUT:
+            dx = tl.where(dropout_keep(seed, offsets.to(tl.int32), dropout_p), dh * dropout_scale, 0.0)
+        else:
+            dx = dh
+        tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        if HAS_X_BIAS:
+            dx_bias += tl.sum(dx, axis=0)
+    partial = pid * n_cols + cols
+    tl.store(dw_partial_ptr + partial, dw, mask=col_mask)
+    tl.store(db_partial_ptr + partial, db, mask=col_mask)
+    if HAS_X_BIAS:
+        tl.store(dx_bias_partial_ptr + partial, dx_bias, mask=col_mask)
+
+
+def layer_norm_forward(x, weight, bias, eps, residual, dropout_p, x_bias, seed):
+    """Launch the forward kernel on ``[rows, hidden]`` inputs: (y, h, mean, rstd); ``h`` is
+    ``x`` itself when nothing was added to it."""
+    n_rows, n_cols = x.shape
+    block_h = row_block(n_cols)
+    block_r = tile_rows(block_h, x.device)
+    store_h = residual is not None or x_bias is not None or dropout_p > 0.0
+    y = torch.empty_like(x)
+    h = torch.empty_like(x) if store_h else x
+    mean = torch.empty(n_rows, dtype=torch.float32, device=x.device)
+    rstd = torch.empty_like(mean)
+    _layer_norm_fwd_kernel[(triton.cdiv(n_rows, block_r),)](
+        x, x if x_bias is None else x_bias, x if residual is None else residual,
+        weight, bias, y, h, mean, rstd,
+        n_rows, n_cols, eps, dropout_p, 1.0 / (1.0 - dropout_p), seed,
+        HAS_X_BIAS=x_bias is not None, HAS_RESIDUAL=residual is not None, HAS_DROPOUT=dropout_p > 0.0,
+        STORE_H=store_h, BLOCK_R=block_r, BLOCK_H=block_h, num_warps=num_warps(block_r * block_h),
+    )
+    return y, h, mean, rstd
+
+
+def layer_norm_backward(dy, h, weight, mean, rstd, dropout_p, seed, has_residual, has_x_bias):
+    """Launch the backward kernel: (dx, dresidual or None, dweight, dbias, dx_bias or None)."""
+    n_rows, n_cols = dy.shape
+    block_h = row_block(n_cols)
+    block_r = tile_rows(block_h, dy.device)
+    programs = persistent_programs(triton.cdiv(n_rows, block_r), dy.device)
+    dx = torch.empty_like(dy)
+    dresidual = torch.empty_like(dy) if has_residual else None
+    partials = torch.empty(3 if has_x_bias else 2, programs, n_cols, dtype=torch.float32, device=dy.device)
+    _layer_norm_bwd_kernel[(programs,)](
+        dy, h, weight, mean, rstd, dx, dx if dresidual is None else dresidual,
+        partials[0], partials[1], partials[-1],
+        n_rows, n_cols, dropout_p, 1.0 / (1.0 - dropout_p), seed,
+        HAS_X_BIAS=has_x_bias, HAS_RESIDUAL=has_residual, HAS_DROPOUT=dropout_p > 0.0,
+        BLOCK_R=block_r, BLOCK_H=block_h, num_warps=num_warps(block_r * block_h),
+    )
+    sums = partials.sum(dim=1)
+    dx_bias = sums[2] if has_x_bias else None
+    return dx, dresidual, sums[0], sums[1], dx_bias
+
+
+class LayerNormFunction(torch.autograd.Function):
+    """Autograd for the fused residual-dropout-LayerNorm; the mask is replayed from a seed."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, residual, dropout_p, x_bias):
+        shape = x.shape
+        x2 = rows_of(x)
+        residual2 = None if residual is None else rows_of(residual)
+        seed = dropout_seed(dropout_p)
+        y, h, mean, rstd = layer_norm_forward(
+            x2, weight.contiguous(), bias.contiguous(), eps, residual2, dropout_p,
+            None if x_bias is None else x_bias.contiguous(), seed,
+        )
+        ctx.save_for_backward(h, weight, mean, rstd)
+        ctx.dropout_p, ctx.seed, ctx.shape, ctx.bias_dtype = dropout_p, seed, shape, bias.dtype
+        ctx.has_residual, ctx.x_bias_dtype = residual is not None, None if x_bias is None else x_bias.dtype
+        return y.view(shape)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        h, weight, mean, rstd = ctx.saved_tensors
+        dx, dresidual, dweight, dbias, dx_bias = layer_norm_backward(
+            rows_of(grad_out), h, weight.contiguous(), mean, rstd, ctx.dropout_p, ctx.seed,
+            ctx.has_residual, ctx.x_bias_dtype is not None,
+        )
+        return (
+            dx.view(ctx.shape),
+            dweight.to(weight.dtype),
+            dbias.to(ctx.bias_dtype),
+            None,
+            None if dresidual is None else dresidual.view(ctx.shape),
+            None,
+            None if dx_bias is None else dx_bias.to(ctx.x_bias_dtype),
+        )
+
+
+def layer_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float,
+    residual: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    x_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """LayerNorm(dropout(x + x_bias) + residual) over the last dimension, fused in Triton."""
+    if residual is not None and residual.shape != x.shape:
+        raise ValueError(f"residual shape {tuple(residual.shape)} differs from x shape {tuple(x.shape)}")
+    for name, vector in (("weight", weight), ("bias", bias), ("x_bias", x_bias)):
+        check_vector(name, vector, x.shape[-1])
+    return LayerNormFunction.apply(x, weight, bias, eps, residual, dropout_p, x_bias)

@@ -1,0 +1,71 @@
+"""The MiniLM checkpoint through the Triton kernels equals the torch-reference path."""
+
+import pytest
+import torch
+
+from fastbert.kernels import triton_ops
+from fastbert.model import BertModel
+
+LENGTHS = [1, 9, 16]  # ragged: a one-token sequence and one of the batch's maximum length
+RTOL = 1e-5
+
+
+def ragged_batch(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    longest = max(LENGTHS)
+    mask = (torch.arange(longest)[None, :] < torch.tensor(LENGTHS)[:, None]).long()
+    ids = torch.randint(1000, vocab_size, (len(LENGTHS), longest)) * mask
+    token_types = (torch.arange(longest)[None, :] >= torch.tensor(LENGTHS)[:, None] // 2).long() * mask
+    return ids, mask, token_types
+
+
+def run_model(minilm_dir, backend: str, batch, weights) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Outputs and parameter gradients of ``sum(outputs * weights)`` with the given kernel backend."""
+    model = BertModel.from_pretrained(minilm_dir).eval()  # eval: no dropout, so both paths are deterministic
+    model.config.kernel_backend = backend
+    ids, mask, token_types = batch
+    out = model(ids, attention_mask=mask, token_type_ids=token_types)
+    outputs = {"last_hidden_state": out.last_hidden_state, "pooler_output": out.pooler_output}
+    sum(((outputs[k] * weights[k]).sum() for k in outputs)).backward()
+    grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    return {k: v.detach() for k, v in outputs.items()}, grads
+
+
+def test_minilm_triton_path_equals_torch_path(minilm_dir):
+    torch.manual_seed(0)
+    probe = BertModel.from_pretrained(minilm_dir)
+    batch = ragged_batch(probe.config.vocab_size)
+    with torch.no_grad():
+        shapes = probe(*batch[:2], token_type_ids=batch[2])
+    weights = {"last_hidden_state": torch.randn_like(shapes.last_hidden_state), "pooler_output": torch.randn_like(shapes.pooler_output)}
+
+    triton_out, triton_grads = run_model(minilm_dir, "triton", batch, weights)
+    torch_out, torch_grads = run_model(minilm_dir, "torch", batch, weights)
+
+    for name, expected in torch_out.items():
+        torch.testing.assert_close(triton_out[name], expected, rtol=RTOL, atol=RTOL * expected.abs().max().item(), msg=lambda m: f"{name}: {m}")
+    assert triton_grads.keys() == torch_grads.keys()
+    assert "embeddings.token_type_embeddings.weight" in torch_grads and "encoder.layer.5.output.LayerNorm.bias" in torch_grads
+    for name, expected in torch_grads.items():
+        if name.endswith("attention.self.key.bias"):
+            # Softmax ignores a shift shared by all keys, so this gradient is exactly zero
+            # and both paths hold only rounding noise; check that it is noise.
+            query_scale = torch_grads[name.replace("key", "query")].abs().max().item()
+            assert max(triton_grads[name].abs().max().item(), expected.abs().max().item()) < RTOL * query_scale
+            continue
+        scale = expected.abs().max().item()
+        torch.testing.assert_close(triton_grads[name], expected, rtol=RTOL, atol=RTOL * scale, msg=lambda m: f"{name}: {m}")
+
+
+def test_model_follows_the_environment_variable(minilm_dir, monkeypatch):
+    model = BertModel.from_pretrained(minilm_dir).eval()
+    assert model.config.kernel_backend == "auto"
+    calls = []
+    original = triton_ops.layer_norm
+    monkeypatch.setattr(triton_ops, "layer_norm", lambda *args: calls.append(1) or original(*args))
+    batch = ragged_batch(model.config.vocab_size)
+    monkeypatch.setenv("FASTBERT_KERNELS", "torch")
+    model(*batch[:2], token_type_ids=batch[2])
+    assert not calls
+    monkeypatch.setenv("FASTBERT_KERNELS", "triton")
+    model(*batch[:2], token_type_ids=batch[2])
+    assert len(calls) == 2 * model.config.num_hidden_layers
