@@ -119,10 +119,10 @@ def copy_bandwidth_gbps(warmup: int, reps: int) -> float:
     return 2 * x.numel() * x.element_size() / ms / 1e6
 
 
-def make_inputs(op: str, tokens: int, hidden: int) -> tuple[dict, dict]:
+def make_inputs(op: str, tokens: int, hidden: int, device: str = "cuda", dtype: torch.dtype = DTYPE) -> tuple[dict, dict]:
     """(differentiable-or-index inputs, fixed options) for one op call."""
     def param(*shape):
-        return torch.randn(*shape, device="cuda", dtype=DTYPE, requires_grad=True)
+        return torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
 
     if op == "layer_norm":
         inputs = {"x": param(tokens, hidden), "weight": param(hidden), "bias": param(hidden),
@@ -131,9 +131,9 @@ def make_inputs(op: str, tokens: int, hidden: int) -> tuple[dict, dict]:
     if op == "bias_gelu":
         return {"x": param(tokens, 4 * hidden), "bias": param(4 * hidden)}, {}
     ids = {
-        "input_ids": torch.randint(0, VOCAB, (tokens,), device="cuda"),
-        "token_type_ids": torch.randint(0, TOKEN_TYPES, (tokens,), device="cuda"),
-        "position_ids": torch.randint(0, POSITIONS, (tokens,), device="cuda"),
+        "input_ids": torch.randint(0, VOCAB, (tokens,), device=device),
+        "token_type_ids": torch.randint(0, TOKEN_TYPES, (tokens,), device=device),
+        "position_ids": torch.randint(0, POSITIONS, (tokens,), device=device),
     }
     tables = {"word_embeddings": param(VOCAB, hidden), "token_type_embeddings": param(TOKEN_TYPES, hidden),
               "position_embeddings": param(POSITIONS, hidden), "weight": param(hidden), "bias": param(hidden)}
@@ -171,6 +171,10 @@ def run(reps: int, warmup: int, compile_reference: bool) -> tuple[list[Row], flo
         for hidden in HIDDEN:
             for tokens in TOKENS:
                 inputs, options = make_inputs(op, tokens, hidden)
+                for t in inputs.values():
+                    if t.shape[0] == tokens:
+                        # One compiled graph serves every token count (fewer recompiles).
+                        torch._dynamo.mark_dynamic(t, 0)
                 for impl, fn in impls.items():
                     for direction, ms in time_directions(fn, inputs, options, warmup, reps).items():
                         gbps = ideal_bytes(op, direction, tokens, hidden) / ms / 1e6

@@ -52,3 +52,22 @@ def test_summary_table_puts_impls_side_by_side(bench):
     assert len(lines) == 4
     assert lines[2].startswith("layer_norm") and lines[2].endswith("2.00x")
     assert lines[3].startswith("bias_gelu") and lines[3].rstrip().endswith("-")
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "bias_gelu", "embedding_layer_norm"])
+def test_every_direction_runs_the_op(bench, monkeypatch, op):
+    # The CUDA timer is swapped for a call counter; everything else runs as on a GPU.
+    calls = []
+
+    def count_calls(fn, warmup, reps):
+        for _ in range(warmup + reps):
+            fn()
+        calls.append(warmup + reps)
+        return 1.0
+
+    monkeypatch.setattr(bench, "cuda_time", count_calls)
+    from fastbert.kernels import reference
+
+    inputs, options = bench.make_inputs(op, 16, 64, device="cpu", dtype=torch.float32)
+    times = bench.time_directions(getattr(reference, op), inputs, options, warmup=1, reps=2)
+    assert times == {"forward": 1.0, "backward": 1.0, "both": 1.0} and calls == [3, 3, 3]
