@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "fastbert.finetune.cli",
     "fastbert.train.cli",
     "fastbert.demo",
+    "fastbert.bench",
 ]
 
 

@@ -14,14 +14,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from .data.corpus import check_corpus_file, expand_corpus_paths
+from .data.corpus import check_corpus_file, expand_corpus_paths, make_staging_dir
 from .errors import InputError, UserError
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -203,7 +202,10 @@ def _write_json(path: Path, content: dict) -> None:
 
 def tokenizer_hash(tokenizer_or_dir: WordPieceTokenizer | str | os.PathLike) -> str:
     """sha256 over what decides encodings (normalizer, pre-tokenizer, vocabulary, template), not file layout."""
-    tokenizer = tokenizer_or_dir if isinstance(tokenizer_or_dir, WordPieceTokenizer) else load_tokenizer(tokenizer_or_dir)
+    if isinstance(tokenizer_or_dir, WordPieceTokenizer):
+        tokenizer = tokenizer_or_dir
+    else:
+        tokenizer = load_tokenizer(tokenizer_or_dir)
     serialized = json.loads(tokenizer.backend.to_str())
     model = serialized["model"]
     identity = {
@@ -233,9 +235,8 @@ def run_train(args: argparse.Namespace) -> int:
     if out.exists():
         raise UserError(f"{out}: already exists; choose a new --out directory")
     files = expand_corpus_paths(args.corpus)
-    out.parent.mkdir(parents=True, exist_ok=True)
     # Train into a temporary sibling, rename when complete: no half-written tokenizer directory.
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    staging = make_staging_dir(out)
     try:
         tokenizer = train_tokenizer(files, args.vocab_size, not args.cased, staging)
         staging.rename(out)

@@ -56,7 +56,8 @@ class PretrainingDataset:
     def _check_length(self, name: str, length: int) -> None:
         shape = getattr(self, name).shape
         if shape != (length,):
-            raise InputError(self.directory / f"{name}.npy", f"shape {shape}, expected ({length},): truncated or mixed shards?")
+            path = self.directory / f"{name}.npy"
+            raise InputError(path, f"shape {shape}, expected ({length},): truncated or mixed shards?")
 
     def __len__(self) -> int:
         return len(self.a_lengths)

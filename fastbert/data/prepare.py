@@ -13,11 +13,12 @@ import argparse
 import itertools
 import json
 import multiprocessing
+import os
 import platform
 import shlex
 import shutil
-import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -27,8 +28,8 @@ import tokenizers
 from tqdm import tqdm
 
 from ..errors import InputError, UserError
-from ..tokenizer import load_tokenizer, tokenizer_hash
-from .corpus import Document, expand_corpus_paths, read_documents
+from ..tokenizer import WordPieceTokenizer, load_tokenizer, tokenizer_hash
+from .corpus import Document, expand_corpus_paths, make_staging_dir, read_documents
 from .dataset import FORMAT, FORMAT_VERSION, METADATA_FILE
 from .nsp import Pair, TokenizedCorpus, document_pairs
 
@@ -63,13 +64,16 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--corpus", nargs="+", required=True, metavar="FILE_OR_GLOB",
                         help="text files: one sentence per line, a blank line between documents")
     parser.add_argument("--tokenizer", required=True, type=Path, metavar="DIR", help="BERT tokenizer directory")
-    parser.add_argument("--max-seq-len", type=int, default=defaults.max_seq_len, help="tokens per pair, specials included")
+    parser.add_argument("--max-seq-len", type=int, default=defaults.max_seq_len,
+                        help="tokens per pair, special tokens included")
     parser.add_argument("--short-seq-prob", type=float, default=defaults.short_seq_prob,
                         help="probability of a shorter random target length")
     parser.add_argument("--dupe-factor", type=int, default=defaults.dupe_factor,
                         help="passes over the corpus with different pair splits (masking is dynamic, so 1 is usual)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--workers", type=int, default=1, help="tokenizer processes (the output does not depend on it)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="tokenizer processes; 1 tokenizes in-process on tokenizers' own threads "
+                        "(the output does not depend on it)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (must not exist)")
     parser.set_defaults(func=run)
 
@@ -141,10 +145,12 @@ class _DocumentEncoder:
         self.tokenizer.no_truncation()
         self.max_tokens = max_tokens
         self.dtype = dtype
+        # encode_batch_fast (tokenizers >= 0.20.1) skips character offsets, which nothing here needs.
+        self._encode_batch = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
 
     def __call__(self, sentences: Document) -> tuple[np.ndarray, np.ndarray, int]:
         """(token ids, per-sentence lengths with empty sentences dropped, truncated sentence count)."""
-        encodings = self.tokenizer.encode_batch_fast(sentences, add_special_tokens=False)
+        encodings = self._encode_batch(sentences, add_special_tokens=False)
         full_lengths = np.fromiter((len(encoding.ids) for encoding in encodings), np.int64, len(encodings))
         ids = [encoding.ids[: self.max_tokens] for encoding in encodings]
         lengths = np.minimum(full_lengths, self.max_tokens)
@@ -157,6 +163,8 @@ _worker_encoder: _DocumentEncoder | None = None
 
 def _start_worker(tokenizer_json: str, max_tokens: int, dtype: type) -> None:
     global _worker_encoder
+    # One thread per worker process: the processes are the parallelism, tokenizers' own pool would oversubscribe.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _worker_encoder = _DocumentEncoder(tokenizer_json, max_tokens, dtype)
 
 
@@ -188,7 +196,9 @@ def _encode_corpus(
     return EncodedCorpus(corpus, truncated, sum(map(len, documents)) - corpus.num_sentences)
 
 
-def _collect(results, documents: list[Document], progress: tqdm) -> tuple[list, list, int]:
+def _collect(
+    results: Iterable[tuple[np.ndarray, np.ndarray, int]], documents: list[Document], progress: tqdm
+) -> tuple[list[np.ndarray], list[np.ndarray], int]:
     token_parts, sentence_lengths, truncated = [], [], 0
     for document, (tokens, lengths, document_truncated) in zip(documents, results):
         token_parts.append(tokens)
@@ -212,7 +222,15 @@ def _pair_arrays(tokens: np.ndarray, pairs: list[Pair]) -> dict[str, np.ndarray]
     }
 
 
-def _metadata(paths, tokenizer_dir, tokenizer, settings: PrepareSettings, encoded: EncodedCorpus, arrays, out) -> dict:
+def _metadata(
+    paths: list[Path],
+    tokenizer_dir: str | Path,
+    tokenizer: WordPieceTokenizer,
+    settings: PrepareSettings,
+    encoded: EncodedCorpus,
+    arrays: dict[str, np.ndarray],
+    out: Path,
+) -> dict:
     pairs = len(arrays["a_lengths"])
     command = ["fastbert", "data", "prepare", "--corpus", *map(str, paths), "--tokenizer", str(tokenizer_dir),
                "--max-seq-len", str(settings.max_seq_len), "--short-seq-prob", str(settings.short_seq_prob),
@@ -226,7 +244,7 @@ def _metadata(paths, tokenizer_dir, tokenizer, settings: PrepareSettings, encode
         "seed": settings.seed,
         "token_dtype": arrays["tokens"].dtype.name,
         "tokenizer": {
-            "path": str(tokenizer_dir),
+            "path": str(Path(tokenizer_dir).resolve()),  # training finds the vocabulary here, from any directory
             "hash": tokenizer_hash(tokenizer),
             "vocab_size": tokenizer.vocab_size,
             "lowercase": tokenizer.lowercase,
@@ -264,8 +282,7 @@ def _installed_version(distribution: str) -> str:
 
 
 def _write_atomically(out: Path, arrays: dict[str, np.ndarray], metadata: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    staging = make_staging_dir(out)
     try:
         for name, array in arrays.items():
             np.save(staging / f"{name}.npy", array)
