@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _steps_for_budget(minutes: float, cuda: bool) -> int:
     """A step count the budget roughly allows, so the learning rate decays within it (the clock still stops the run)."""
-    seconds_per_step = 0.02 if cuda else 0.9  # mini, batch 32 × 128 tokens; measured on a 2-core CPU
+    seconds_per_step = 0.02 if cuda else 0.9  # mini, batch 32 × 128 tokens: a rough figure for an idle 2-core CPU
     return max(20, int(minutes * 60 / seconds_per_step))
 
 
@@ -175,7 +175,7 @@ def _write_report(out, args, corpus_name, corpus_stats, metadata, config, result
         f"- tokenizer: WordPiece, {args.vocab_size:,} tokens, lowercased",
         f"- pretraining pairs: {metadata['counts']['pairs']:,} of up to {args.max_seq_len} tokens "
         f"({metadata['counts']['is_next_fraction']:.0%} IsNext)",
-        f"- model: BERT-mini ({config.model}), batch {config.batch_size}, AdamW lr {config.lr:g}, "
+        f"- model: BERT-{config.model}, batch {config.batch_size}, AdamW lr {config.lr:g}, "
         f"device {'cuda' if torch.cuda.is_available() else 'cpu'}",
         f"- steps: {result.step} (stopped by {result.stopped_by}); preparation {prep_seconds:.0f} s, "
         f"total {total_seconds / 60:.1f} min",

@@ -11,6 +11,7 @@ import copy
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,12 @@ def resolve_deepspeed_config(config: EngineConfig, cuda: bool) -> dict[str, Any]
     return ds
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def zero_stage(ds_config: dict[str, Any]) -> int:
     return int(ds_config.get("zero_optimization", {}).get("stage", 0))
 
@@ -81,11 +88,14 @@ class DeepSpeedEngineAdapter(Engine):
 
     def __init__(self, model: nn.Module, config: EngineConfig):
         deepspeed = import_deepspeed()
-        self._deepspeed = deepspeed
-        deepspeed.init_distributed()
         from deepspeed.accelerator import get_accelerator
 
         ds_config = resolve_deepspeed_config(config, cuda=get_accelerator().device_name() == "cuda")
+        if "RANK" not in os.environ:
+            # Started without a launcher: a world of one, instead of DeepSpeed's MPI discovery.
+            os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        deepspeed.init_distributed()
         self.stage = zero_stage(ds_config)
         self.bf16 = bool(ds_config["bf16"]["enabled"])
         if self.stage == 3:

@@ -61,6 +61,19 @@ class EpochTaggedDataset(torch.utils.data.Dataset):
         return {**self.dataset[index], "epoch": epoch}
 
 
+class EpochCollator:
+    """Runs the MLM collator with the epoch its samples are tagged with (a micro-batch never spans epochs)."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        self.collator.set_epoch(samples[0]["epoch"])
+        batch = self.collator(samples)
+        batch.pop("num_real_tokens", None)  # not a model input; the loop counts tokens itself
+        return batch
+
+
 def load_deepspeed_config(path: str | os.PathLike | None) -> dict[str, Any] | None:
     if path is None:
         return dict(DEFAULT_DISTRIBUTED_CONFIG) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
@@ -104,7 +117,8 @@ def run_pretraining(
     engine = build_engine(model, config.engine_config(deepspeed_config))
     torch.manual_seed(config.seed + 1 + engine.rank)  # a distinct dropout stream per rank
     order = DataOrder(len(dataset), config.batch_size, config.grad_accum_steps, engine.world_size, engine.rank, config.seed)
-    collator = PretrainingCollator(dataset, mlm_probability=config.mlm_probability, seed=config.seed)
+    tokenizer = _find_tokenizer(dataset, tokenizer_dir)
+    collator = EpochCollator(PretrainingCollator.from_tokenizer(tokenizer, seed=config.seed, mlm_probability=config.mlm_probability))
     tagged = EpochTaggedDataset(dataset)
     pin = engine.device.type == "cuda"
 
@@ -138,7 +152,7 @@ def run_pretraining(
         )
     return train(
         engine, make_batches, loop_config, PretrainingMetrics(), resume=resume,
-        tokenizer=_find_tokenizer(dataset, tokenizer_dir), flops_per_token=model_flops,
+        tokenizer=tokenizer, flops_per_token=model_flops,
     )
 
 
@@ -149,16 +163,13 @@ def _flops_model(model) -> Any:
 
 
 def _find_tokenizer(dataset, tokenizer_dir: str | os.PathLike | None):
-    """The tokenizer to ship with the exported model: the given one, else the one the data was prepared with."""
+    """The data's tokenizer (masking needs its vocabulary; the export ships it): the given one, else the recorded one."""
     from ..tokenizer import load_tokenizer, tokenizer_hash
 
     recorded = dataset.metadata["tokenizer"]
     path = Path(tokenizer_dir) if tokenizer_dir else Path(recorded["path"])
     if not path.is_dir():
-        if tokenizer_dir:
-            raise UserError(f"{path}: no such tokenizer directory")
-        logger.warning("the data's tokenizer %s is gone; the exported model has no tokenizer files (pass --tokenizer)", path)
-        return None
+        raise UserError(f"{path}: tokenizer directory not found (the data was prepared with it; pass --tokenizer DIR)")
     tokenizer = load_tokenizer(path)
     if tokenizer_hash(tokenizer) != recorded["hash"]:
         raise UserError(f"{path}: this tokenizer differs from the one {dataset.directory} was prepared with")

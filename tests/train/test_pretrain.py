@@ -1,0 +1,133 @@
+"""``fastbert pretrain`` end to end: exact resume, DeepSpeed ZeRO on two CPU ranks, HF export."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fastbert.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+NO_DROPOUT = "model_overrides={hidden_dropout_prob: 0, attention_probs_dropout_prob: 0}"
+
+
+@pytest.fixture(scope="module")
+def pretraining_data(shared_data, tmp_path_factory) -> Path:
+    """A 64-token NSP/MLM set from the first 300 kB of one Wikipedia file, with its own tokenizer."""
+    from fastbert.data.prepare import PrepareSettings, prepare_pretraining_data
+    from fastbert.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("pretraining")
+    text = (shared_data / "corpus" / "wiki_00.txt").read_text(encoding="utf-8")
+    corpus = root / "corpus.txt"
+    corpus.write_text(text[: text.index("\n\n", 300_000) + 2], encoding="utf-8")
+    train_tokenizer([corpus], vocab_size=4000, lowercase=True, out_dir=root / "tokenizer")
+    prepare_pretraining_data([str(corpus)], root / "tokenizer", root / "data", PrepareSettings(max_seq_len=64))
+    return root / "data"
+
+
+def pretrain_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["pretrain", "--config", str(REPO / "configs/pretrain/tiny.yaml"), "--data", str(data), "--out", str(out),
+            "--log-every", "1", "--no-progress", *extra]
+
+
+def losses(out: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())}
+
+
+def crash_after(out: Path, step: int) -> None:
+    """Make ``out`` look like a run killed right after its checkpoint at ``step``."""
+    for later in (out / "checkpoints").glob("step_*"):
+        if int(later.name.split("_")[1]) > step:
+            shutil.rmtree(later)
+    (out / "checkpoints" / "latest").write_text(f"step_{step:08d}\n")
+
+
+def test_single_process_resume_is_exact(pretraining_data, tmp_path):
+    args = pretrain_args(pretraining_data, tmp_path / "run", "--max-steps", "6", "--save-every", "3", "--batch-size", "8")
+    assert main(args) == 0
+    straight = losses(tmp_path / "run")
+    crash_after(tmp_path / "run", 3)
+    assert main(args + ["--resume"]) == 0
+    resumed = losses(tmp_path / "run")
+    assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
+    for step in (4, 5, 6):  # dropout is on: the RNG streams were restored too
+        assert resumed[step] == pytest.approx(straight[step], rel=1e-6, abs=1e-6)
+    assert straight[6] < straight[1]
+
+
+def test_bad_settings_are_one_line_errors(pretraining_data, tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("model: tiny\nlearning_rate: 0.1\n")
+    code = main(["pretrain", "--config", str(config), "--data", str(pretraining_data), "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert f"{config}: unknown setting 'learning_rate'" in capsys.readouterr().err
+    ds = tmp_path / "ds.json"
+    ds.write_text('{"zero_optimization": {"stage": 2},\n "optimizer": {"type": "Adam"}}')
+    code = main(pretrain_args(pretraining_data, tmp_path / "o", "--deepspeed", str(ds)))
+    assert code == 2
+    assert "DeepSpeed config key 'optimizer' is not supported" in capsys.readouterr().err
+    assert main(pretrain_args(pretraining_data, tmp_path / "never", "--resume")) == 2
+    assert "no checkpoint to resume from" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deepspeed_pretrain(args: list[str], timeout: int = 600) -> None:
+    """Run ``deepspeed --num_gpus 2 --module fastbert ...`` on the CPU accelerator with gloo."""
+    pytest.importorskip("deepspeed")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        # The first init compiles a small communication op; cache it across runs.
+        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/fastbert/torch_extensions")),
+    }
+    command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(_free_port()),
+               "--module", "fastbert", *args]
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def check_zero_run(data: Path, tmp_path: Path, stage: int, steps: int) -> None:
+    """Two ranks × batch 8 must match one process × batch 8 × accumulation 2; resume must be exact."""
+    common = ("--max-steps", str(steps), "--batch-size", "8", "--set", NO_DROPOUT)
+    assert main(pretrain_args(data, tmp_path / "single", *common, "--grad-accum-steps", "2")) == 0
+    save_at = steps // 2
+    zero_args = pretrain_args(data, tmp_path / "zero", *common, "--save-every", str(save_at),
+                              "--deepspeed", str(REPO / f"configs/deepspeed/zero{stage}.json"))
+    deepspeed_pretrain(zero_args)
+    single, zero = losses(tmp_path / "single"), losses(tmp_path / "zero")
+    for step in range(1, steps + 1):
+        assert zero[step] == pytest.approx(single[step], rel=1e-4), f"step {step}"
+    assert zero[steps] < zero[1]
+
+    crash_after(tmp_path / "zero", save_at)
+    deepspeed_pretrain(zero_args + ["--resume"])
+    resumed = losses(tmp_path / "zero")
+    for step in range(save_at + 1, steps + 1):
+        assert resumed[step] == pytest.approx(zero[step], rel=1e-6)
+
+    transformers = pytest.importorskip("transformers")
+    model = transformers.BertForPreTraining.from_pretrained(tmp_path / "zero" / "model")
+    assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 128
+
+
+def test_deepspeed_zero2_two_ranks(pretraining_data, tmp_path):
+    check_zero_run(pretraining_data, tmp_path, stage=2, steps=4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_twenty_steps(pretraining_data, tmp_path, stage):
+    check_zero_run(pretraining_data, tmp_path, stage=stage, steps=20)
