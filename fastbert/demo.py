@@ -13,6 +13,7 @@ import ast
 import logging
 import os
 import re
+import shutil
 import sysconfig
 import time
 from pathlib import Path
@@ -27,11 +28,12 @@ SKIPPED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", 
 # A sentence ends at . ! or ? followed by whitespace and a capital letter or an opening quote.
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 DOCSTRING_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+DEMO_MARKER = ".fastbert-demo"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="tokenize, prepare and pretrain a small BERT offline in a few minutes")
-    parser.add_argument("--out", type=Path, default=Path("demo-run"), help="output directory (must not exist; default ./demo-run)")
+    parser.add_argument("--out", type=Path, default=Path("demo-run"), help="output directory (default ./demo-run; an earlier demo run there is replaced, anything else refused)")
     parser.add_argument("--corpus", nargs="+", metavar="FILE_OR_GLOB",
                         help="corpus files (one sentence per line, blank line between documents); default: the stdlib's docstrings")
     parser.add_argument("--minutes", type=float, help="training time budget (default 5 on a CPU, 2 on a GPU)")
@@ -105,7 +107,13 @@ def run(args: argparse.Namespace) -> int:
 
     out: Path = args.out
     if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out}: already exists and is not empty; choose a new --out or delete it")
+        if not (out / DEMO_MARKER).is_file():
+            raise UserError(f"{out}: already exists and is not empty; choose a new --out or delete it")
+        # An earlier demo's output: rerunning replaces it, so `make demo` is idempotent.
+        print(f"replacing the previous demo run in {out}", flush=True)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("written by `fastbert demo`; a rerun replaces this directory\n")
     cuda = torch.cuda.is_available()
     minutes = args.minutes if args.minutes is not None else (2.0 if cuda else 5.0)
     if minutes <= 0:

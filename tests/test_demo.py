@@ -27,6 +27,14 @@ def test_demo_runs_end_to_end_on_the_stdlib_docstrings(tmp_path):
     tokenizer = transformers.BertTokenizerFast.from_pretrained(out / "train" / "model")
     assert model.config.vocab_size == tokenizer.vocab_size == 2000
 
+    # Rerunning into the same directory replaces the earlier demo (so `make demo` is idempotent).
+    small_corpus = tmp_path / "small.txt"
+    small_corpus.write_text("\n\n".join(documents[:60]) + "\n", encoding="utf-8")
+    assert main(["demo", "--out", str(out), "--corpus", str(small_corpus), "--max-steps", "2", "--batch-size", "4",
+                 "--vocab-size", "600"]) == 0
+    assert "2 (stopped by max_steps)" in (out / "report.md").read_text(encoding="utf-8")
+    assert not (out / "corpus").exists()
+
 
 def test_demo_refuses_a_used_output_directory(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("mine")
