@@ -10,7 +10,7 @@ from .collate import Item, collate
 from .features import Split
 from .metrics import label_metrics, squad_metrics
 from .squad import postprocess_squad
-from .tasks import CLASSIFICATION, MULTIPLE_CHOICE, REGRESSION, SPAN, Task
+from .tasks import REGRESSION, SPAN, Task
 
 TARGET_KEYS = ("labels", "start_positions", "end_positions")
 
@@ -52,10 +52,5 @@ def evaluate(engine: Engine, task: Task, split: Split, batch_size: int) -> dict[
         gold = {e.qid: [a.text for a in e.answers] for e in split.examples}
         return squad_metrics(predictions, gold)
     scores = np.stack(outputs)
-    if task.kind == REGRESSION:
-        predicted = scores[:, 0]
-    elif task.kind in (CLASSIFICATION, MULTIPLE_CHOICE):
-        predicted = scores.argmax(axis=1)
-    else:
-        raise ValueError(f"unknown task kind {task.kind!r}")
+    predicted = scores[:, 0] if task.kind == REGRESSION else scores.argmax(axis=1)
     return label_metrics(task.metrics, predicted, np.array([e.label for e in split.examples]))

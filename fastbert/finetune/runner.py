@@ -92,7 +92,7 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
         "task": task.name,
         "command": config.command,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k != "command"},
-        "versions": _versions(),
+        "versions": environment_versions(),
         "runs": runs,
         "summary": summarize(runs),
         "wall_time_s": time.perf_counter() - started,
@@ -224,7 +224,7 @@ def _print_summary(task: Task, summary: dict, seeds: tuple[int, ...]) -> None:
             print(f"  {split:>14} {metric:>12}: mean {s['mean']:.4f}  median {s['median']:.4f}  std {s['std']:.4f}")
 
 
-def _versions() -> dict[str, str]:
+def environment_versions() -> dict[str, str]:
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for name in ("fastbert", "deepspeed", "triton", "tokenizers"):
         module = sys.modules.get(name)

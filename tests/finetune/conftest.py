@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+
+SWAG_HEADER = ",video-id,fold-ind,startphrase,sent1,sent2,gold-source,ending0,ending1,ending2,ending3,label\n"
 
 
 @pytest.fixture(scope="session")
@@ -11,3 +15,54 @@ def minilm_tokenizer(minilm_dir):
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+
+
+@pytest.fixture
+def write_squad():
+    """write_squad(path, version_2): a SQuAD file with a long (multi-window) and a short paragraph."""
+    return _write_squad
+
+
+@pytest.fixture
+def swag_header() -> str:
+    return SWAG_HEADER
+
+
+LONG_CONTEXT = (
+    "The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, "
+    "a region in France. They were descended from Norse raiders and pirates from Denmark, Iceland "
+    "and Norway who, under their leader Rollo, agreed to swear fealty to King Charles III of West "
+    "Francia. Through generations of assimilation and mixing with the native Frankish and Roman-Gaulish "
+    "populations, their descendants would gradually merge with the Carolingian-based cultures of West "
+    "Francia. The distinct cultural and ethnic identity of the Normans emerged initially in the first "
+    "half of the 10th century, and it continued to evolve over the succeeding centuries."
+)
+SHORT_CONTEXT = "Super Bowl 50 was played on February 7, 2016, at Levi's Stadium in Santa Clara, California."
+
+
+def _qa(qid, question, context, answer=None, impossible=False):
+    answers = [] if answer is None else [{"text": answer, "answer_start": context.index(answer)}]
+    entry = {"id": qid, "question": question, "answers": answers}
+    if impossible:
+        entry["is_impossible"] = True
+    return entry
+
+
+def _write_squad(path, version_2: bool):
+    qas_long = [
+        _qa("n1", "In what country is Normandy located?", LONG_CONTEXT, "France"),
+        _qa("n2", "Who was the Norse leader?", LONG_CONTEXT, "Rollo"),
+        _qa("n3", "When did their identity emerge?", LONG_CONTEXT, "first half of the 10th century"),
+    ]
+    qas_short = [_qa("s1", "Where was Super Bowl 50 played?", SHORT_CONTEXT, "Levi's Stadium")]
+    if version_2:
+        qas_short.append(_qa("s2", "Who won Super Bowl 49?", SHORT_CONTEXT, impossible=True))
+    data = {
+        "version": "v2.0" if version_2 else "1.1",
+        "data": [
+            {"title": "Normans", "paragraphs": [{"context": LONG_CONTEXT, "qas": qas_long}]},
+            {"title": "Super_Bowl_50", "paragraphs": [{"context": SHORT_CONTEXT, "qas": qas_short}]},
+        ],
+    }
+    path.write_text(json.dumps(data))
+    return path

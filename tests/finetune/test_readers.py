@@ -63,13 +63,10 @@ def test_bad_rows_name_file_and_line(tmp_path, task_name, text, line, message):
     assert message in str(info.value)
 
 
-SWAG_HEADER = ",video-id,fold-ind,startphrase,sent1,sent2,gold-source,ending0,ending1,ending2,ending3,label\n"
-
-
-def test_swag_reader(tmp_path):
+def test_swag_reader(tmp_path, swag_header):
     path = tmp_path / "val.csv"
     path.write_text(
-        SWAG_HEADER
+        swag_header
         + '0,v1,5,"She opens the door, then","She opens the door, then",she,gold,walks in.,flies.,"sings, loudly.",melts.,0\n'
         + "1,v2,6,He sits. He,He sits.,He,gen,eats.,runs.,jumps.,reads.,3\n"
     )
@@ -87,9 +84,9 @@ def test_swag_reader(tmp_path):
         ("1,v2,6,x,He sits.,He,gen,eats.,,jumps.,reads.,1\n", "empty ending"),
     ],
 )
-def test_swag_bad_rows(tmp_path, row, message):
+def test_swag_bad_rows(tmp_path, row, message, swag_header):
     path = tmp_path / "train.csv"
-    path.write_text(SWAG_HEADER + row)
+    path.write_text(swag_header + row)
     with pytest.raises(InputError, match=message) as info:
         read_swag(path)
     assert str(info.value).startswith(f"{path}:2: ")

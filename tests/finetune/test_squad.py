@@ -12,59 +12,19 @@ from fastbert.finetune.encoding import PairEncoder
 from fastbert.finetune.metrics import squad_metrics
 from fastbert.finetune.squad import build_squad_features, postprocess_squad, read_squad
 
-LONG_CONTEXT = (
-    "The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, "
-    "a region in France. They were descended from Norse raiders and pirates from Denmark, Iceland "
-    "and Norway who, under their leader Rollo, agreed to swear fealty to King Charles III of West "
-    "Francia. Through generations of assimilation and mixing with the native Frankish and Roman-Gaulish "
-    "populations, their descendants would gradually merge with the Carolingian-based cultures of West "
-    "Francia. The distinct cultural and ethnic identity of the Normans emerged initially in the first "
-    "half of the 10th century, and it continued to evolve over the succeeding centuries."
-)
-SHORT_CONTEXT = "Super Bowl 50 was played on February 7, 2016, at Levi's Stadium in Santa Clara, California."
-
-
-def _qa(qid, question, context, answer=None, impossible=False):
-    answers = [] if answer is None else [{"text": answer, "answer_start": context.index(answer)}]
-    entry = {"id": qid, "question": question, "answers": answers}
-    if impossible:
-        entry["is_impossible"] = True
-    return entry
-
-
-def write_squad(path, version_2: bool):
-    qas_long = [
-        _qa("n1", "In what country is Normandy located?", LONG_CONTEXT, "France"),
-        _qa("n2", "Who was the Norse leader?", LONG_CONTEXT, "Rollo"),
-        _qa("n3", "When did their identity emerge?", LONG_CONTEXT, "first half of the 10th century"),
-    ]
-    qas_short = [_qa("s1", "Where was Super Bowl 50 played?", SHORT_CONTEXT, "Levi's Stadium")]
-    if version_2:
-        qas_short.append(_qa("s2", "Who won Super Bowl 49?", SHORT_CONTEXT, impossible=True))
-    data = {
-        "version": "v2.0" if version_2 else "1.1",
-        "data": [
-            {"title": "Normans", "paragraphs": [{"context": LONG_CONTEXT, "qas": qas_long}]},
-            {"title": "Super_Bowl_50", "paragraphs": [{"context": SHORT_CONTEXT, "qas": qas_short}]},
-        ],
-    }
-    path.write_text(json.dumps(data))
-    return path
-
-
 @pytest.fixture
 def encoder(minilm_tokenizer):
     return PairEncoder(minilm_tokenizer)
 
 
-def test_reader(tmp_path):
+def test_reader(tmp_path, write_squad):
     examples = read_squad(write_squad(tmp_path / "dev.json", version_2=True))
     assert [e.qid for e in examples] == ["n1", "n2", "n3", "s1", "s2"]
     assert examples[3].answers[0].text == "Levi's Stadium"
     assert examples[4].answers == ()
 
 
-def test_gold_tokens_map_back_to_the_answer(tmp_path, encoder):
+def test_gold_tokens_map_back_to_the_answer(tmp_path, encoder, write_squad):
     examples = read_squad(write_squad(tmp_path / "train.json", version_2=False))
     features = build_squad_features(examples, encoder, max_seq_len=48, doc_stride=16, max_query_len=16)
     windows = [f for f in features if f.example_index == 0]
@@ -93,7 +53,7 @@ def _perfect_logits(features):
 
 
 @pytest.mark.parametrize("version_2", [False, True])
-def test_perfect_logits_score_100(tmp_path, encoder, version_2):
+def test_perfect_logits_score_100(tmp_path, encoder, version_2, write_squad):
     examples = read_squad(write_squad(tmp_path / "dev.json", version_2))
     features = build_squad_features(examples, encoder, max_seq_len=48, doc_stride=16, max_query_len=16)
     predictions = postprocess_squad(examples, features, *_perfect_logits(features), version_2=version_2)
@@ -103,7 +63,7 @@ def test_perfect_logits_score_100(tmp_path, encoder, version_2):
         assert predictions["s2"] == ""
 
 
-def test_postprocess_respects_max_answer_length(tmp_path, encoder):
+def test_postprocess_respects_max_answer_length(tmp_path, encoder, write_squad):
     examples = read_squad(write_squad(tmp_path / "dev.json", version_2=False))[3:4]
     features = build_squad_features(examples, encoder, max_seq_len=64)
     (feature,) = features
@@ -112,7 +72,7 @@ def test_postprocess_respects_max_answer_length(tmp_path, encoder):
     start[first_context] = end[len(end) - 2] = 5.0  # the whole context: too long for max_answer_len=3
     start[feature.start_position] = end[feature.end_position] = 1.0
     predictions = postprocess_squad(examples, features, [start], [end], version_2=False, max_answer_len=3)
-    assert predictions["s1"] != SHORT_CONTEXT
+    assert predictions["s1"] != examples[0].context
     assert len(predictions["s1"].split()) <= 3
 
 
@@ -124,7 +84,7 @@ def test_postprocess_respects_max_answer_length(tmp_path, encoder):
         (lambda d: d["data"][0].update(paragraphs="oops"), r"data\[0\]\.paragraphs: expected list"),
     ],
 )
-def test_bad_entries_name_their_key(tmp_path, mutate, message):
+def test_bad_entries_name_their_key(tmp_path, mutate, message, write_squad):
     path = write_squad(tmp_path / "bad.json", version_2=False)
     data = json.loads(path.read_text())
     mutate(data)

