@@ -11,6 +11,7 @@ without atomics, so gradients are deterministic).
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
@@ -82,6 +83,24 @@ def check_vector(name: str, t: torch.Tensor | None, size: int) -> None:
 def rows_of(x: torch.Tensor) -> torch.Tensor:
     """``x`` as a contiguous ``[rows, hidden]`` matrix (a view when it already is one)."""
     return x.contiguous().view(-1, x.shape[-1])
+
+
+# The interpreter converts fp32 to bf16 by dropping the low mantissa bits, where GPUs round
+# to nearest even; rounding the bits first lets CPU tests see GPU numerics. A constexpr,
+# read when the kernels are imported (as @triton.jit reads TRITON_INTERPRET), so compiled
+# kernels do not contain the branch.
+_INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
+
+
+@triton.jit
+def rounded_to(x, dtype: tl.constexpr):
+    """fp32 ``x`` converted to ``dtype`` (a pointer's element type), rounding to nearest even."""
+    if _INTERPRETED:
+        if dtype == tl.bfloat16:
+            bits = x.to(tl.uint32, bitcast=True)
+            bits += 0x7FFF + ((bits >> 16) & 1)
+            x = (bits & 0xFFFF0000).to(tl.float32, bitcast=True)
+    return x.to(dtype)
 
 
 @triton.jit

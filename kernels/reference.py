@@ -2,13 +2,15 @@
 
 These are permanent: they are the CPU path and the oracle the Triton kernels are tested
 against. Each function has exactly the signature of its public counterpart in
-``fastbert.kernels``.
+``fastbert.kernels`` and returns the dtype :mod:`.precision` prescribes.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .precision import activation_dtype
 
 
 def embedding_layer_norm(
@@ -30,12 +32,12 @@ def embedding_layer_norm(
         + F.embedding(position_ids, position_embeddings)
     )
     out = F.layer_norm(summed, (summed.shape[-1],), weight, bias, eps)
-    return F.dropout(out, dropout_p, training=dropout_p > 0.0)
+    return F.dropout(out, dropout_p, training=dropout_p > 0.0).to(activation_dtype(word_embeddings))
 
 
 def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     """GELU(x + bias); ``approximate="none"`` is BERT's exact erf form, ``"tanh"`` the approximation."""
-    return F.gelu(x + bias, approximate=approximate)
+    return F.gelu(x + bias, approximate=approximate).to(activation_dtype(x))
 
 
 def layer_norm(
@@ -48,9 +50,10 @@ def layer_norm(
     x_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """LayerNorm(dropout(x + x_bias) + residual): BERT's post-attention and post-FFN block."""
+    out_dtype = activation_dtype(x)  # before fp32 parameters promote x
     if x_bias is not None:
         x = x + x_bias
     x = F.dropout(x, dropout_p, training=dropout_p > 0.0)
     if residual is not None:
         x = x + residual
-    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps).to(out_dtype)

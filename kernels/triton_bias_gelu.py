@@ -1,7 +1,8 @@
 """Fused GELU(x + bias): the activation after BERT's first feed-forward matmul.
 
-Forward reads x and the bias once and writes the activation; backward recomputes
-x + bias from the saved input instead of storing it, and reduces dbias in two stages.
+Forward reads x and the bias once and writes the activation (dtype per :mod:`.precision`;
+arithmetic in fp32); backward recomputes x + bias from the saved input instead of storing
+it, and reduces dbias in two stages.
 Rows are tiled by column blocks too, so any width works.
 """
 
@@ -11,7 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import num_warps, persistent_programs, rows_of, tile_rows
+from ._utils import num_warps, persistent_programs, rounded_to, rows_of, tile_rows
+from .precision import activation_dtype
 
 _MAX_COLUMN_BLOCK = 1024
 _APPROXIMATIONS = ("none", "tanh")
@@ -59,7 +61,7 @@ def _bias_gelu_fwd_kernel(
     z = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     z += tl.load(bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
     y, _ = _gelu_and_grad(z, APPROX_TANH)
-    tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(y_ptr + offsets, rounded_to(y, y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -78,7 +80,7 @@ def _bias_gelu_bwd_kernel(
         dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
         _, grad = _gelu_and_grad(z, APPROX_TANH)
         dx = dy * grad
-        tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        tl.store(dx_ptr + offsets, rounded_to(dx, dx_ptr.dtype.element_ty), mask=mask)
         dbias += tl.sum(dx, axis=0)
     tl.store(dbias_partial_ptr + pid * n_cols + cols, dbias, mask=cols < n_cols)
 
@@ -88,11 +90,11 @@ def _blocks(x: torch.Tensor) -> tuple[int, int]:
     return tile_rows(block_c, x.device), block_c
 
 
-def bias_gelu_forward(x: torch.Tensor, bias: torch.Tensor, approx_tanh: bool) -> torch.Tensor:
+def bias_gelu_forward(x: torch.Tensor, bias: torch.Tensor, approx_tanh: bool, out_dtype: torch.dtype) -> torch.Tensor:
     """Launch the forward kernel on a ``[rows, cols]`` input."""
     n_rows, n_cols = x.shape
     block_r, block_c = _blocks(x)
-    y = torch.empty_like(x)
+    y = torch.empty_like(x, dtype=out_dtype)
     grid = (triton.cdiv(n_rows, block_r), triton.cdiv(n_cols, block_c))
     _bias_gelu_fwd_kernel[grid](
         x, bias, y, n_rows, n_cols,
@@ -119,18 +121,18 @@ class BiasGeluFunction(torch.autograd.Function):
     """Autograd for the fused bias + GELU; saves only the input."""
 
     @staticmethod
-    def forward(ctx, x, bias, approx_tanh):
+    def forward(ctx, x, bias, approx_tanh, out_dtype):
         x2 = rows_of(x)
         bias = bias.contiguous()
         ctx.save_for_backward(x2, bias)
         ctx.approx_tanh, ctx.shape = approx_tanh, x.shape
-        return bias_gelu_forward(x2, bias, approx_tanh).view(x.shape)
+        return bias_gelu_forward(x2, bias, approx_tanh, out_dtype).view(x.shape)
 
     @staticmethod
     def backward(ctx, grad_out):
         x2, bias = ctx.saved_tensors
         dx, dbias = bias_gelu_backward(rows_of(grad_out), x2, bias, ctx.approx_tanh)
-        return dx.view(ctx.shape), dbias.to(bias.dtype), None
+        return dx.view(ctx.shape), dbias.to(bias.dtype), None, None
 
 
 def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none") -> torch.Tensor:
@@ -139,4 +141,4 @@ def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none") ->
         raise ValueError(f"approximate={approximate!r}; expected one of {', '.join(_APPROXIMATIONS)}")
     if bias.shape != x.shape[-1:]:
         raise ValueError(f"bias shape {tuple(bias.shape)} does not match the last dimension of x {tuple(x.shape)}")
-    return BiasGeluFunction.apply(x, bias, approximate == "tanh")
+    return BiasGeluFunction.apply(x, bias, approximate == "tanh", activation_dtype(x))

@@ -1,10 +1,11 @@
 """Fused dropout(LayerNorm(word[ids] + token_type[tt] + position[pos])): BERT's embeddings.
 
-Forward gathers the three table rows, normalises and writes only the output and the fp32
-row statistics; backward regathers the rows rather than keeping their sum alive. Backward
-writes the fp32 gradient of the summed embedding per token, and torch's sort-based
-embedding backward scatters it into each table in fp32 (repeated ids summed, no
-contended atomics on the two-row token-type table).
+Forward gathers the three table rows, normalises in fp32 and writes only the output
+(dtype per :mod:`.precision`) and the fp32 row statistics; backward regathers the rows
+rather than keeping their sum alive. Backward writes the fp32 gradient of the summed
+embedding per token, and torch's embedding backward scatters it into each table in fp32
+(repeated ids summed). On CUDA that scatter is bitwise repeatable only under
+``torch.use_deterministic_algorithms(True)`` once there are more than a few thousand tokens.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from ._utils import (
     normalized_rows,
     num_warps,
     persistent_programs,
+    rounded_to,
     row_block,
     tile_offsets,
     tile_rows,
 )
+from .precision import activation_dtype
 
 
 @triton.jit
@@ -55,7 +58,7 @@ def _embedding_layer_norm_fwd_kernel(
     y, mean, rstd = layer_norm_rows(h, w, b, mask, n_cols, eps)
     if HAS_DROPOUT:
         y = tl.where(dropout_keep(seed, offsets.to(tl.int32), dropout_p), y * dropout_scale, 0.0)
-    tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(y_ptr + offsets, rounded_to(y, y_ptr.dtype.element_ty), mask=mask)
     tl.store(mean_ptr + rows, mean, mask=row_mask)
     tl.store(rstd_ptr + rows, rstd, mask=row_mask)
 
@@ -95,11 +98,13 @@ def _launch_blocks(n_cols: int, device: torch.device) -> tuple[int, int]:
     return tile_rows(block_h, device), block_h
 
 
-def embedding_layer_norm_forward(ids, tts, positions, word, token_type, position, weight, bias, eps, dropout_p, seed):
+def embedding_layer_norm_forward(
+    ids, tts, positions, word, token_type, position, weight, bias, eps, dropout_p, seed, out_dtype
+):
     """Launch the forward kernel on flat ``[N]`` index vectors: (y ``[N, H]``, mean, rstd)."""
     n_rows, n_cols = ids.numel(), word.shape[1]
     block_r, block_h = _launch_blocks(n_cols, word.device)
-    y = torch.empty(n_rows, n_cols, dtype=word.dtype, device=word.device)
+    y = torch.empty(n_rows, n_cols, dtype=out_dtype, device=word.device)
     mean = torch.empty(n_rows, dtype=torch.float32, device=word.device)
     rstd = torch.empty_like(mean)
     _embedding_layer_norm_fwd_kernel[(triton.cdiv(n_rows, block_r),)](
@@ -137,11 +142,11 @@ class EmbeddingLayerNormFunction(torch.autograd.Function):
     """Autograd for the fused embedding sum + LayerNorm + dropout."""
 
     @staticmethod
-    def forward(ctx, ids, tts, positions, word, token_type, position, weight, bias, eps, dropout_p):
+    def forward(ctx, ids, tts, positions, word, token_type, position, weight, bias, eps, dropout_p, out_dtype):
         seed = dropout_seed(dropout_p)
         tables = (word.contiguous(), token_type.contiguous(), position.contiguous())
         y, mean, rstd = embedding_layer_norm_forward(
-            ids, tts, positions, *tables, weight.contiguous(), bias.contiguous(), eps, dropout_p, seed
+            ids, tts, positions, *tables, weight.contiguous(), bias.contiguous(), eps, dropout_p, seed, out_dtype
         )
         ctx.save_for_backward(ids, tts, positions, *tables, weight, mean, rstd)
         ctx.dropout_p, ctx.seed, ctx.bias_dtype = dropout_p, seed, bias.dtype
@@ -161,7 +166,7 @@ class EmbeddingLayerNormFunction(torch.autograd.Function):
             _table_grad(dsum, positions, position),
             dweight.to(weight.dtype),
             dbias.to(ctx.bias_dtype),
-            None, None,
+            None, None, None,
         )
 
 
@@ -188,6 +193,7 @@ def embedding_layer_norm(
     shape = input_ids.shape
     flat = [torch.broadcast_to(i, shape).reshape(-1) for i in (input_ids, token_type_ids, position_ids)]
     y = EmbeddingLayerNormFunction.apply(
-        *flat, word_embeddings, token_type_embeddings, position_embeddings, weight, bias, eps, dropout_p
+        *flat, word_embeddings, token_type_embeddings, position_embeddings, weight, bias, eps, dropout_p,
+        activation_dtype(word_embeddings),
     )
     return y.view(*shape, hidden)

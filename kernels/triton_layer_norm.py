@@ -1,8 +1,10 @@
 """Fused LayerNorm(dropout(x + x_bias) + residual): BERT's post-attention and post-FFN block.
 
 Forward reads x, the residual and the parameters once and writes the output, the fp32
-row statistics and, when anything was added to x, the pre-norm sum ``h`` (in x's dtype)
-that backward needs. The dropout mask is never stored: backward regenerates it from the
+row statistics and, when anything was added to x, the pre-norm sum ``h`` (in the output
+dtype) that backward needs. Inputs may mix dtypes (under autocast: a bf16 matmul output,
+fp32 bias and LayerNorm parameters); arithmetic is fp32 and the output dtype follows
+:mod:`.precision`. The dropout mask is never stored: backward regenerates it from the
 seed. Backward gives dx, dresidual, dweight, dbias and dx_bias.
 """
 
@@ -21,11 +23,13 @@ from ._utils import (
     normalized_rows,
     num_warps,
     persistent_programs,
+    rounded_to,
     row_block,
     rows_of,
     tile_offsets,
     tile_rows,
 )
+from .precision import activation_dtype
 
 
 @triton.jit
@@ -46,11 +50,11 @@ def _layer_norm_fwd_kernel(
     if HAS_RESIDUAL:
         h += tl.load(residual_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     if STORE_H:
-        tl.store(h_ptr + offsets, h.to(h_ptr.dtype.element_ty), mask=mask)
+        tl.store(h_ptr + offsets, rounded_to(h, h_ptr.dtype.element_ty), mask=mask)
     w = tl.load(w_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
     y, mean, rstd = layer_norm_rows(h, w, b, mask, n_cols, eps)
-    tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(y_ptr + offsets, rounded_to(y, y_ptr.dtype.element_ty), mask=mask)
     tl.store(mean_ptr + rows, mean, mask=row_mask)
     tl.store(rstd_ptr + rows, rstd, mask=row_mask)
 
@@ -82,12 +86,12 @@ def _layer_norm_bwd_kernel(
         dh = layer_norm_rows_grad(dy, xhat, w, rstd, n_cols)
         if HAS_RESIDUAL:
             # A separate buffer even when equal to dx: autograd may accumulate into either in place.
-            tl.store(dresidual_ptr + offsets, dh.to(dresidual_ptr.dtype.element_ty), mask=mask)
+            tl.store(dresidual_ptr + offsets, rounded_to(dh, dresidual_ptr.dtype.element_ty), mask=mask)
         if HAS_DROPOUT:
             dx = tl.where(dropout_keep(seed, offsets.to(tl.int32), dropout_p), dh * dropout_scale, 0.0)
         else:
             dx = dh
-        tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        tl.store(dx_ptr + offsets, rounded_to(dx, dx_ptr.dtype.element_ty), mask=mask)
         if HAS_X_BIAS:
             dx_bias += tl.sum(dx, axis=0)
     partial = pid * n_cols + cols
@@ -97,15 +101,15 @@ def _layer_norm_bwd_kernel(
         tl.store(dx_bias_partial_ptr + partial, dx_bias, mask=col_mask)
 
 
-def layer_norm_forward(x, weight, bias, eps, residual, dropout_p, x_bias, seed):
+def layer_norm_forward(x, weight, bias, eps, residual, dropout_p, x_bias, seed, out_dtype):
     """Launch the forward kernel on ``[rows, hidden]`` inputs: (y, h, mean, rstd); ``h`` is
     ``x`` itself when nothing was added to it."""
     n_rows, n_cols = x.shape
     block_h = row_block(n_cols)
     block_r = tile_rows(block_h, x.device)
     store_h = residual is not None or x_bias is not None or dropout_p > 0.0
-    y = torch.empty_like(x)
-    h = torch.empty_like(x) if store_h else x
+    y = torch.empty_like(x, dtype=out_dtype)
+    h = torch.empty_like(y) if store_h else x
     mean = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     rstd = torch.empty_like(mean)
     _layer_norm_fwd_kernel[(triton.cdiv(n_rows, block_r),)](
@@ -118,14 +122,16 @@ def layer_norm_forward(x, weight, bias, eps, residual, dropout_p, x_bias, seed):
     return y, h, mean, rstd
 
 
-def layer_norm_backward(dy, h, weight, mean, rstd, dropout_p, seed, has_residual, has_x_bias):
-    """Launch the backward kernel: (dx, dresidual or None, dweight, dbias, dx_bias or None)."""
+def layer_norm_backward(dy, h, weight, mean, rstd, dropout_p, seed, x_dtype, residual_dtype, has_x_bias):
+    """Launch the backward kernel: (dx, dresidual or None, fp32 dweight, fp32 dbias, fp32
+    dx_bias or None); dx and dresidual come in their inputs' dtypes."""
     n_rows, n_cols = dy.shape
     block_h = row_block(n_cols)
     block_r = tile_rows(block_h, dy.device)
     programs = persistent_programs(triton.cdiv(n_rows, block_r), dy.device)
-    dx = torch.empty_like(dy)
-    dresidual = torch.empty_like(dy) if has_residual else None
+    has_residual = residual_dtype is not None
+    dx = torch.empty_like(dy, dtype=x_dtype)
+    dresidual = torch.empty_like(dy, dtype=residual_dtype) if has_residual else None
     partials = torch.empty(3 if has_x_bias else 2, programs, n_cols, dtype=torch.float32, device=dy.device)
     _layer_norm_bwd_kernel[(programs,)](
         dy, h, weight, mean, rstd, dx, dx if dresidual is None else dresidual,
@@ -143,18 +149,19 @@ class LayerNormFunction(torch.autograd.Function):
     """Autograd for the fused residual-dropout-LayerNorm; the mask is replayed from a seed."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, residual, dropout_p, x_bias):
+    def forward(ctx, x, weight, bias, eps, residual, dropout_p, x_bias, out_dtype):
         shape = x.shape
         x2 = rows_of(x)
         residual2 = None if residual is None else rows_of(residual)
         seed = dropout_seed(dropout_p)
         y, h, mean, rstd = layer_norm_forward(
             x2, weight.contiguous(), bias.contiguous(), eps, residual2, dropout_p,
-            None if x_bias is None else x_bias.contiguous(), seed,
+            None if x_bias is None else x_bias.contiguous(), seed, out_dtype,
         )
         ctx.save_for_backward(h, weight, mean, rstd)
-        ctx.dropout_p, ctx.seed, ctx.shape, ctx.bias_dtype = dropout_p, seed, shape, bias.dtype
-        ctx.has_residual, ctx.x_bias_dtype = residual is not None, None if x_bias is None else x_bias.dtype
+        ctx.dropout_p, ctx.seed, ctx.shape, ctx.x_dtype, ctx.bias_dtype = dropout_p, seed, shape, x.dtype, bias.dtype
+        ctx.residual_dtype = None if residual is None else residual.dtype
+        ctx.x_bias_dtype = None if x_bias is None else x_bias.dtype
         return y.view(shape)
 
     @staticmethod
@@ -162,7 +169,7 @@ class LayerNormFunction(torch.autograd.Function):
         h, weight, mean, rstd = ctx.saved_tensors
         dx, dresidual, dweight, dbias, dx_bias = layer_norm_backward(
             rows_of(grad_out), h, weight.contiguous(), mean, rstd, ctx.dropout_p, ctx.seed,
-            ctx.has_residual, ctx.x_bias_dtype is not None,
+            ctx.x_dtype, ctx.residual_dtype, ctx.x_bias_dtype is not None,
         )
         return (
             dx.view(ctx.shape),
@@ -172,6 +179,7 @@ class LayerNormFunction(torch.autograd.Function):
             None if dresidual is None else dresidual.view(ctx.shape),
             None,
             None if dx_bias is None else dx_bias.to(ctx.x_bias_dtype),
+            None,
         )
 
 
@@ -189,4 +197,4 @@ def layer_norm(
         raise ValueError(f"residual shape {tuple(residual.shape)} differs from x shape {tuple(x.shape)}")
     for name, vector in (("weight", weight), ("bias", bias), ("x_bias", x_bias)):
         check_vector(name, vector, x.shape[-1])
-    return LayerNormFunction.apply(x, weight, bias, eps, residual, dropout_p, x_bias)
+    return LayerNormFunction.apply(x, weight, bias, eps, residual, dropout_p, x_bias, activation_dtype(x))

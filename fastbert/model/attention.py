@@ -4,14 +4,17 @@
 where sequences start; attention never crosses a sequence boundary. Backends, fastest
 first:
 
-* ``flash_attn``: ``flash_attn.flash_attn_varlen_func`` (the flash-attn package, CUDA);
-* ``torch_varlen``: ``torch.nn.attention.varlen.varlen_attn`` (CUDA, recent torch; it has
-  no dropout, so ``auto`` skips it while attention dropout is active);
+* ``flash_attn``: ``flash_attn.flash_attn_varlen_func`` (the flash-attn package, CUDA,
+  fp16/bf16 only);
+* ``torch_varlen``: ``torch.nn.attention.varlen.varlen_attn`` (CUDA, recent torch, fp16/bf16
+  only; it has no dropout, so ``auto`` skips it while attention dropout is active);
 * ``sdpa``: pad per sequence and run ``scaled_dot_product_attention`` with a boolean key
   mask. Runs everywhere; the CPU path and the reference.
 
 ``FASTBERT_ATTENTION`` (or the config's ``attention_backend``) chooses; ``auto`` takes the
-fastest available. The choice is logged once per (backend, device).
+fastest available for the tensors' device and dtype (an fp32 model on a GPU gets ``sdpa``;
+under autocast q, k and v come out of a bf16/fp16 matmul). The choice is logged once per
+(backend, device).
 """
 
 from __future__ import annotations
@@ -32,24 +35,33 @@ logger = logging.getLogger("fastbert.attention")
 _logged: set[tuple[str, str]] = set()
 
 
+# Looked up once: this runs in every layer, where a sys.path search per call would cost
+# time and break torch.compile graphs. find_spec imports neither package.
+_HAS_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None
+_HAS_TORCH_VARLEN = importlib.util.find_spec("torch.nn.attention.varlen") is not None
+_FLASH_DTYPES = (torch.float16, torch.bfloat16)
+
+
 def _flash_attn_available(device: torch.device) -> bool:
-    return device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None
+    return device.type == "cuda" and _HAS_FLASH_ATTN
 
 
 def _torch_varlen_available(device: torch.device) -> bool:
-    return device.type == "cuda" and importlib.util.find_spec("torch.nn.attention.varlen") is not None
+    return device.type == "cuda" and _HAS_TORCH_VARLEN
 
 
-def resolve_attention_backend(device: torch.device, dropout_p: float, override: str | None = None) -> str:
-    """The backend that runs for tensors on ``device``; forcing an unavailable one is an error."""
+def resolve_attention_backend(
+    device: torch.device, dropout_p: float, override: str | None = None, dtype: torch.dtype = torch.bfloat16
+) -> str:
+    """The backend that runs for ``dtype`` tensors on ``device``; forcing an unavailable one is an error."""
     requested = override if override not in (None, "auto") else os.environ.get(ENV_VAR, "auto")
     requested = requested.strip().lower()
     if requested not in BACKENDS:
         raise ValueError(f"attention backend {requested!r} is unknown; expected one of {', '.join(BACKENDS)}")
     if requested == "auto":
-        if _flash_attn_available(device):
+        if _flash_attn_available(device) and dtype in _FLASH_DTYPES:
             name = "flash_attn"
-        elif _torch_varlen_available(device) and dropout_p == 0.0:
+        elif _torch_varlen_available(device) and dtype in _FLASH_DTYPES and dropout_p == 0.0:
             name = "torch_varlen"
         else:
             name = "sdpa"
@@ -71,6 +83,11 @@ def resolve_attention_backend(device: torch.device, dropout_p: float, override: 
                     "attention backend torch_varlen has no attention dropout; set attention_probs_dropout_prob=0 "
                     "or choose flash_attn/sdpa"
                 )
+        if name != "sdpa" and dtype not in _FLASH_DTYPES:
+            raise RuntimeError(
+                f"attention backend {name} needs fp16/bf16 q, k, v; got {dtype} "
+                "(run under torch.autocast, cast the model, or choose sdpa)"
+            )
     key = (name, device.type)
     if key not in _logged:
         _logged.add(key)
@@ -87,7 +104,7 @@ def varlen_attention(
     backend: str | None = None,
 ) -> torch.Tensor:
     """Bidirectional attention within each sequence; returns ``[total_tokens, heads, head_dim]``."""
-    name = resolve_attention_backend(q.device, dropout_p, backend)
+    name = resolve_attention_backend(q.device, dropout_p, backend, q.dtype)
     if name == "flash_attn":
         from flash_attn import flash_attn_varlen_func
 

@@ -10,9 +10,8 @@ import torch
 from fastbert.kernels import reference, triton_ops
 
 FP32_RTOL = 1e-5
-# Low precision: at most twice torch's own error against fp64, plus this fraction of
-# the tensor's largest magnitude (about one fp16 ulp at 1).
-LOW_PRECISION_ATOL = 2.0**-10
+# Low precision: at most twice torch's own error against fp64, plus one ulp at 1 of the
+# precision the op ran in (2**-10 for fp16), as a fraction of the tensor's largest magnitude.
 
 
 def cast_inputs(inputs: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -36,10 +35,15 @@ def run_op(
 
 
 def assert_close_to_reference(
-    name: str, ours: torch.Tensor, exact: torch.Tensor, torch_low_precision: torch.Tensor | None = None
+    name: str,
+    ours: torch.Tensor,
+    exact: torch.Tensor,
+    torch_low_precision: torch.Tensor | None = None,
+    precision: torch.dtype = torch.float16,
 ) -> None:
     """fp32: within FP32_RTOL relative (and of the largest magnitude); lower precisions: no
-    worse than twice torch's own op in that precision, plus a small atol."""
+    worse than twice torch's own op in that precision, plus a small atol set by ``precision``
+    (the op's working precision, which an fp32 gradient of an fp32 parameter does not show)."""
     scale = exact.abs().max().item()
     if torch_low_precision is None:
         torch.testing.assert_close(
@@ -48,7 +52,7 @@ def assert_close_to_reference(
         return
     error = (ours.double() - exact).abs().max().item()
     torch_error = (torch_low_precision.double() - exact).abs().max().item()
-    bound = 2 * torch_error + LOW_PRECISION_ATOL * max(scale, 1.0)
+    bound = 2 * torch_error + torch.finfo(precision).eps * max(scale, 1.0)
     assert error <= bound, f"{name}: max error {error:.3g} > {bound:.3g} (torch's own: {torch_error:.3g})"
 
 
