@@ -24,6 +24,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--bench-suite", choices=SUITES, default="cpu", help="which suite's cases and device to run")
 
 
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """Record what the report needs to say where the numbers come from."""
+    from fastbert.bench import package_versions
+
+    gpu = config.getoption("--bench-suite") == "gpu" and torch.cuda.is_available()
+    machine_info["fastbert_device"] = torch.cuda.get_device_name() if gpu else "cpu"
+    machine_info["torch_threads"] = torch.get_num_threads()
+    machine_info["versions"] = {**package_versions(), "cuda": torch.version.cuda or "none"}
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A benchmark taking ``case`` runs over its module's ``CASES[suite]``."""
     if "case" in metafunc.fixturenames:
@@ -78,7 +88,7 @@ def measure(benchmark, bench_suite: str, device: torch.device):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         benchmark.pedantic(call, rounds=rounds or default_rounds, iterations=1, warmup_rounds=0)
-        benchmark.extra_info.update(impl=impl, role=role, device=_device_name(device), **work)
+        benchmark.extra_info.update(impl=impl, role=role, suite=bench_suite, device=_device_name(device), **work)
         if device.type == "cuda":
             benchmark.extra_info["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)
 

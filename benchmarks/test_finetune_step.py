@@ -1,0 +1,47 @@
+"""Sequence-classification training step: fastbert vs its torch-reference path vs transformers.
+
+CoLA-like batches (short sentence pairs, lengths uniform in 8-64 tokens) on
+identical weights; fastbert gets the flat layout, transformers the padded one. AdamW on
+both sides, dropout at the config default, bf16 autocast on the GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from benchmarks.workloads import (
+    IMPLEMENTATIONS, classification_batches, input_layout, load_model, save_initial_weights, train_step,
+)
+from fastbert.model import BertConfig
+
+DISTINCT_BATCHES = 4
+
+
+@dataclass(frozen=True)
+class FinetuneCase:
+    preset: str
+    batch_size: int
+    min_len: int
+    max_len: int
+
+    def __str__(self) -> str:
+        return f"{self.preset}-b{self.batch_size}-len{self.min_len}-{self.max_len}"
+
+
+CASES = {"cpu": [FinetuneCase("mini", 32, 8, 64)], "gpu": [FinetuneCase("base", 32, 8, 64)]}
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_classification_step(case: FinetuneCase, impl: str, measure, device: torch.device, tmp_path):
+    if impl == "fastbert-torch" and device.type == "cpu":
+        pytest.skip("on a CPU fastbert already runs its torch reference ops")
+    save_initial_weights("classification", BertConfig.preset(case.preset), str(tmp_path))
+    model = load_model("classification", impl, str(tmp_path), device)
+    step = train_step(model, input_layout(impl), torch.bfloat16 if device.type == "cuda" else None)
+    batches = [b.to(device) for b in classification_batches(DISTINCT_BATCHES, case.batch_size, case.min_len, case.max_len)]
+    measure(step, batches, group=f"finetune step {case}", impl=impl,
+            role="candidate" if impl == "fastbert" else "baseline",
+            real_tokens=sum(b.real_tokens for b in batches) / len(batches), sequences=case.batch_size)
