@@ -57,7 +57,7 @@ def _runner(impl: str, layout: SequenceLayout, device: torch.device):
     if impl.startswith("fastbert") or impl in ("flash_attn", "torch_varlen"):
         backend = {"fastbert-auto": "auto", "fastbert-sdpa": "sdpa"}.get(impl, impl)
         resolve_attention_backend(device, 0.0, backend)  # raises when this machine lacks the backend
-        return lambda q, k, v: varlen_attention(q, k, v, layout, 0.0, backend)
+        return lambda q, k, v: varlen_attention(torch.stack([q, k, v], 1), layout, 0.0, backend)
     mask = layout.key_padding_mask[:, None, None, :]
     padded = [None, None, None]
 

@@ -96,31 +96,34 @@ def resolve_attention_backend(
 
 
 def varlen_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
+    qkv: torch.Tensor,
     layout: SequenceLayout,
     dropout_p: float = 0.0,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """Bidirectional attention within each sequence; returns ``[total_tokens, heads, head_dim]``."""
-    name = resolve_attention_backend(q.device, dropout_p, backend, q.dtype)
-    if name == "flash_attn":
-        from flash_attn import flash_attn_varlen_func
+    """Bidirectional attention within each sequence.
 
-        cu = layout.cu_seqlens
-        return flash_attn_varlen_func(q, k, v, cu, cu, layout.max_seqlen, layout.max_seqlen, dropout_p=dropout_p)
+    ``qkv`` is ``[total_tokens, 3, heads, head_dim]`` (the fused projection's output);
+    returns ``[total_tokens, heads, head_dim]``.
+    """
+    name = resolve_attention_backend(qkv.device, dropout_p, backend, qkv.dtype)
+    cu, longest = layout.cu_seqlens, layout.max_seqlen
+    if name == "flash_attn":
+        from flash_attn import flash_attn_varlen_qkvpacked_func
+
+        return flash_attn_varlen_qkvpacked_func(qkv, cu, longest, dropout_p=dropout_p)
     if name == "torch_varlen":
         from torch.nn.attention.varlen import varlen_attn
 
-        cu = layout.cu_seqlens
-        return varlen_attn(q, k, v, cu, cu, layout.max_seqlen, layout.max_seqlen)
-    return _padded_sdpa(q, k, v, layout, dropout_p)
+        q, k, v = qkv.unbind(1)
+        return varlen_attn(q, k, v, cu, cu, longest, longest)
+    return _padded_sdpa(qkv, layout, dropout_p)
 
 
-def _padded_sdpa(q, k, v, layout: SequenceLayout, dropout_p: float) -> torch.Tensor:
-    # [N, h, d] -> [S, h, T, d]; padded keys are masked out, padded query rows are dropped after.
-    qp, kp, vp = (layout.pad(t).transpose(1, 2) for t in (q, k, v))
+def _padded_sdpa(qkv: torch.Tensor, layout: SequenceLayout, dropout_p: float) -> torch.Tensor:
+    # One pad for all three: [N, 3, h, d] -> [S, T, 3, h, d] -> q, k, v as [S, h, T, d].
+    # Padded keys are masked out; padded query rows are dropped by the unpad.
+    q, k, v = layout.pad(qkv).permute(2, 0, 3, 1, 4).unbind(0)
     mask = layout.key_padding_mask[:, None, None, :]
-    out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, dropout_p=dropout_p)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     return layout.unpad(out.transpose(1, 2))

@@ -116,9 +116,8 @@ class BertSelfAttention(FusedOwnerMixin, nn.Module):
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
         qkv = F.linear(hidden, weight, bias).view(-1, 3, self.config.num_attention_heads, self.config.head_dim)
-        q, k, v = qkv.unbind(1)
         dropout_p = self.config.attention_probs_dropout_prob if self.training else 0.0
-        context = varlen_attention(q, k, v, layout, dropout_p, self.config.attention_backend)
+        context = varlen_attention(qkv, layout, dropout_p, self.config.attention_backend)
         return context.reshape(-1, self.config.hidden_size)
 
 

@@ -53,18 +53,52 @@ class SequenceLayout:
 
     def pad(self, flat: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
         """``[N, ...]`` → ``[S, max_seqlen, ...]`` with ``fill`` at padded positions."""
-        out = flat.new_full((self.num_sequences * self.max_seqlen, *flat.shape[1:]), fill)
-        out = out.index_copy(0, self.padded_index, flat)
+        out = _ScatterRows.apply(flat, self.padded_index, self.num_sequences * self.max_seqlen, fill)
         return out.view(self.num_sequences, self.max_seqlen, *flat.shape[1:])
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """``[S, max_seqlen, ...]`` → ``[N, ...]``."""
-        return padded.reshape(-1, *padded.shape[2:]).index_select(0, self.padded_index)
+        return _GatherRows.apply(padded.reshape(-1, *padded.shape[2:]), self.padded_index)
 
     @classmethod
     def from_lengths(cls, lengths: torch.Tensor) -> "SequenceLayout":
         cu_seqlens = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
         return cls(cu_seqlens, int(lengths.max()))
+
+
+class _GatherRows(torch.autograd.Function):
+    """``src[index]`` along dim 0 for unique indices.
+
+    Autograd's own backward for index_select accumulates (scatter-add), which on a CPU
+    costs more than the attention it surrounds; unique indices only need a copy.
+    """
+
+    @staticmethod
+    def forward(ctx, src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.src_rows = src.shape[0]
+        return src.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (index,) = ctx.saved_tensors
+        grad_src = grad.new_zeros((ctx.src_rows, *grad.shape[1:]))
+        return grad_src.index_copy_(0, index, grad), None
+
+
+class _ScatterRows(torch.autograd.Function):
+    """A ``rows``-row tensor of ``fill`` with ``src`` written at the unique ``index`` rows."""
+
+    @staticmethod
+    def forward(ctx, src: torch.Tensor, index: torch.Tensor, rows: int, fill: float) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        out = src.new_full((rows, *src.shape[1:]), fill)
+        return out.index_copy_(0, index, src)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (index,) = ctx.saved_tensors
+        return grad.index_select(0, index), None, None, None
 
 
 @dataclass(eq=False)

@@ -23,7 +23,7 @@ def test_sdpa_matches_per_sequence_reference():
     lengths = [1, 13, 7, 32]
     layout = SequenceLayout.from_lengths(torch.tensor(lengths))
     q, k, v = (torch.randn(sum(lengths), 4, 16) for _ in range(3))
-    out = varlen_attention(q, k, v, layout, backend="sdpa")
+    out = varlen_attention(torch.stack([q, k, v], 1), layout, backend="sdpa")
     torch.testing.assert_close(out, reference_attention(q, k, v, lengths), rtol=1e-5, atol=1e-5)
 
 
@@ -58,8 +58,8 @@ def test_cuda_varlen_backends_match_sdpa(name):
     lengths = [1, 77, 128, 3, 64]
     layout = SequenceLayout.from_lengths(torch.tensor(lengths, device=device))
     q, k, v = (torch.randn(sum(lengths), 12, 64, device=device, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
-    out = varlen_attention(q, k, v, layout, backend=name)
+    out = varlen_attention(torch.stack([q, k, v], 1), layout, backend=name)
     ref = reference_attention(q.float(), k.float(), v.float(), lengths)
-    sdpa = varlen_attention(q, k, v, layout, backend="sdpa")
+    sdpa = varlen_attention(torch.stack([q, k, v], 1), layout, backend="sdpa")
     tolerance = 2 * (sdpa.float() - ref).abs().max().item() + 1e-3
     assert (out.float() - ref).abs().max().item() <= tolerance
