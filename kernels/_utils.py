@@ -21,11 +21,14 @@ MAX_HIDDEN = 8192
 """Widest row a row-wise kernel handles: the whole row lives in registers."""
 
 # Elements per tile. A GPU wants tiles that fit in registers; the interpreter wants as
-# few programs as possible, since each costs a round of Python.
-_GPU_TILE_ELEMENTS = 4096
+# few programs as possible, since each costs a round of Python. The GPU settings (tile,
+# programs per SM, warps) come from benchmarks/tune_kernels.py on an H200 at 32768 x 768
+# bf16 (results in benchmarks/results/2026-11-26-h200/): 2048 elements, 32 programs per
+# SM and 4 warps made LayerNorm and bias+GELU backward 2-3x faster than 4096/4/16.
+_GPU_TILE_ELEMENTS = 2048
 _CPU_TILE_ELEMENTS = 32768
 # Persistent backward programs per streaming multiprocessor.
-_PROGRAMS_PER_SM = 4
+_PROGRAMS_PER_SM = 32
 _CPU_PROGRAMS = 2
 
 
@@ -43,9 +46,9 @@ def tile_rows(block_h: int, device: torch.device) -> int:
 
 
 def num_warps(tile_elements: int) -> int:
-    """Warps for a tile: about 8 elements per thread, between 4 and 16 warps (at 16 per
-    thread the backward kernels need ~150 registers on sm_90, halving occupancy)."""
-    return min(16, max(4, tile_elements // 256))
+    """Warps for a tile: 4 for the usual 2048-element tile (measured fastest on an H200;
+    more warps per program cost occupancy), up to 8 for one very wide row."""
+    return min(8, max(4, tile_elements // 512))
 
 
 def persistent_programs(n_tiles: int, device: torch.device) -> int:
