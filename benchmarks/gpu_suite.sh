@@ -12,8 +12,14 @@ PYTHON=${PYTHON:-python}
 OUT=${1:-benchmarks/results/$(date +%F)-gpu}
 mkdir -p "$OUT"
 
-if ! "$PYTHON" -c "import fastbert.bench" 2>/dev/null; then
+if ! "$PYTHON" -c "import fastbert.kernels, fastbert.bench" 2>/dev/null; then
     "$PYTHON" -m pip install --no-deps --no-build-isolation -q -e . || echo "!!! pip install -e . failed"
+fi
+if ! "$PYTHON" -c "import fastbert.kernels" 2>/dev/null; then
+    # An old setuptools makes a legacy editable install that ignores the kernels/ ->
+    # fastbert.kernels mapping; run from the tree instead.
+    ln -sfn ../kernels fastbert/kernels
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
 "$PYTHON" - <<'PY' || echo "!!! environment check failed"
 import torch

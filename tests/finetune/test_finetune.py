@@ -15,16 +15,18 @@ def _cola_args(shared_data, minilm_dir, out, *extra):
             "--out", str(out), "--max-seq-len", "64", "--seed", "1", *extra]
 
 
-def test_cola_finetune_exports_a_transformers_model(minilm_dir, shared_data, tmp_path, capsys):
+def test_cola_finetune_beats_majority_class_and_exports_a_transformers_model(minilm_dir, shared_data, tmp_path, capsys):
+    # 3000 examples, one epoch at lr 2e-4: the shortest run (about 45 s on 2 cores) after which
+    # MiniLM stops predicting only the majority class (MCC 0.13 measured; 1000 examples gave 0).
     out = tmp_path / "run"
-    argv = _cola_args(shared_data, minilm_dir, out, "--epochs", "1", "--max-train-examples", "512", "--batch-size", "16", "--lr", "1e-4")
+    argv = _cola_args(shared_data, minilm_dir, out, "--epochs", "1", "--max-train-examples", "3000", "--batch-size", "32", "--lr", "2e-4")
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     (run,) = results["runs"]
     assert set(run["best"]["eval"]) == {"in_domain", "out_of_domain"}
     assert set(run["best"]["eval"]["in_domain"]) == {"mcc", "accuracy"}
-    assert run["best"]["eval"]["in_domain"]["accuracy"] > 0.6  # at least the majority class (69%), roughly
-    assert run["epochs"][0]["train_steps"] == 32 and run["train_tokens_per_s"] > 0
+    assert run["best"]["eval"]["in_domain"]["mcc"] > 0  # the majority class scores exactly 0
+    assert run["epochs"][0]["train_steps"] == 3000 // 32 and run["train_tokens_per_s"] > 0
     assert results["summary"]["in_domain"]["mcc"]["mean"] == run["best"]["eval"]["in_domain"]["mcc"]
     assert "in_domain" in capsys.readouterr().out
 
@@ -42,8 +44,7 @@ def test_cola_finetune_exports_a_transformers_model(minilm_dir, shared_data, tmp
 
 @pytest.mark.slow
 def test_cola_finetune_beats_chance(minilm_dir, shared_data, tmp_path):
-    # One epoch on 1000 examples leaves MiniLM predicting the majority class (MCC 0); three
-    # epochs on 4000 give its [CLS] pooler time to learn the task.
+    # Three epochs on 4000 examples at the benchmark's lr.
     argv = _cola_args(shared_data, minilm_dir, tmp_path, "--epochs", "3", "--max-train-examples", "4000", "--lr", "1e-4")
     assert main(argv) == 0
     results = json.loads((tmp_path / "results.json").read_text())
