@@ -167,6 +167,12 @@ def run(reps: int, warmup: int, compile_reference: bool) -> tuple[list[Row], flo
     for op in OPS:
         impls = {"triton": getattr(triton_ops, op), "eager": getattr(reference, op)}
         if compile_reference:
+            # The timing loop replays one backward graph (retain_graph=True); compiled
+            # backwards donate their saved buffers unless told not to, and then refuse that.
+            import torch._functorch.config as functorch_config
+
+            if hasattr(functorch_config, "donated_buffer"):
+                functorch_config.donated_buffer = False
             impls["compiled"] = torch.compile(getattr(reference, op))
         for hidden in HIDDEN:
             for tokens in TOKENS:
