@@ -123,11 +123,6 @@ def check_zero_run(data: Path, tmp_path: Path, stage: int, steps: int) -> None:
     assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 128
 
 
-def test_deepspeed_zero2_two_ranks(pretraining_data, tmp_path):
-    check_zero_run(pretraining_data, tmp_path, stage=2, steps=4)
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_zero_twenty_steps(pretraining_data, tmp_path, stage):
     check_zero_run(pretraining_data, tmp_path, stage=stage, steps=20)
