@@ -217,11 +217,8 @@ class BertPreTrainedModel(PretrainedMixin, nn.Module):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
-    def post_init(self, *modules: nn.Module) -> None:
-        """Initialise ``modules`` (default: the whole model). Heads pass only themselves:
-        the BertModel inside them has already initialised itself."""
-        for module in modules or (self,):
-            module.apply(self._init_weights)
+    def post_init(self) -> None:
+        self.apply(self._init_weights)
 
     def external_parameter_uses(self) -> Iterator[tuple[nn.Module, nn.Parameter]]:
         """(module, parameter) pairs where ``module``'s forward uses a parameter it does not own directly."""
@@ -339,7 +336,7 @@ class BertForPreTraining(BertPreTrainedModel):
         self.config = config
         self.bert = BertModel(config)
         self.cls = BertPreTrainingHeads(config)
-        self.post_init(self.cls)
+        self.post_init()
 
     def external_parameter_uses(self) -> Iterator[tuple[nn.Module, nn.Parameter]]:
         yield from super().external_parameter_uses()
@@ -405,7 +402,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         self.bert = BertModel(config)
         self.dropout = _classifier_dropout(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init(self.classifier)
+        self.post_init()
 
     def forward(
         self,
@@ -457,7 +454,7 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         self.config = config
         self.bert = BertModel(config, add_pooling_layer=False)
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
-        self.post_init(self.qa_outputs)
+        self.post_init()
 
     def forward(
         self,
@@ -500,7 +497,7 @@ class BertForMultipleChoice(BertPreTrainedModel):
         self.bert = BertModel(config)
         self.dropout = _classifier_dropout(config)
         self.classifier = nn.Linear(config.hidden_size, 1)
-        self.post_init(self.classifier)
+        self.post_init()
 
     def forward(
         self,
