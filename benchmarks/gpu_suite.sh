@@ -16,9 +16,7 @@ if ! "$PYTHON" -c "import fastbert.kernels, fastbert.bench" 2>/dev/null; then
     "$PYTHON" -m pip install --no-deps --no-build-isolation -q -e . || echo "!!! pip install -e . failed"
 fi
 if ! "$PYTHON" -c "import fastbert.kernels" 2>/dev/null; then
-    # An old setuptools makes a legacy editable install that ignores the kernels/ ->
-    # fastbert.kernels mapping; run from the tree instead.
-    ln -sfn ../kernels fastbert/kernels
+    # Run from the tree (fastbert/__init__.py finds the top-level kernels/ itself).
     export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
 "$PYTHON" - <<'PY' || echo "!!! environment check failed"

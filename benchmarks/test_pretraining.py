@@ -1,7 +1,7 @@
 """Pretraining step (forward, backward, AdamW): fastbert vs its torch-reference path vs transformers.
 
 Identical batches (lengths uniform in [seq/2, seq], 15% of real tokens masked, NSP
-labels), identical initial weights, dropout at the config default, AdamW(foreach=True)
+labels), identical initial weights, dropout at the config default, fused AdamW
 on both sides. fastbert gets the flat layout, transformers the batch padded to its
 longest sequence. On the GPU both run under bf16 autocast with fp32 weights.
 The CPU headline (issue 4) is ``mini-b32-s128``.

@@ -3,7 +3,7 @@
 Every comparison here feeds both sides the same tokens: fastbert gets the flat (unpadded)
 layout, transformers the padded one built from the same sequences. Both models start
 from the same weights (fastbert writes an HF directory, transformers loads it) and use
-the same ``torch.optim.AdamW(foreach=True)``.
+the same fused ``torch.optim.AdamW`` (transformers' Trainer default with torch >= 2.8).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ CLS, SEP, MASK = 101, 102, 103
 FIRST_WORD_ID = 1000  # ids below are [PAD], [unused*] and specials in BERT's vocabulary
 IGNORE_INDEX = -100
 FASTBERT_CLASSES = {"pretraining": BertForPreTraining, "classification": BertForSequenceClassification}
-ADAMW = dict(lr=1e-4, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, foreach=True)
+ADAMW = dict(lr=1e-4, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, fused=True)
 
 
 @dataclass(eq=False)

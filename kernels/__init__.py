@@ -11,8 +11,9 @@ import torch
 
 from . import reference
 from .backend import BACKENDS, ENV_VAR, resolve_backend
+from .dropout import dropout
 
-__all__ = ["embedding_layer_norm", "bias_gelu", "layer_norm", "resolve_backend", "BACKENDS", "ENV_VAR"]
+__all__ = ["embedding_layer_norm", "bias_gelu", "layer_norm", "dropout", "resolve_backend", "BACKENDS", "ENV_VAR"]
 
 
 def _triton_ops():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .dropout import dropout
 from .precision import activation_dtype
 
 
@@ -32,7 +33,7 @@ def embedding_layer_norm(
         + F.embedding(position_ids, position_embeddings)
     )
     out = F.layer_norm(summed, (summed.shape[-1],), weight, bias, eps)
-    return F.dropout(out, dropout_p, training=dropout_p > 0.0).to(activation_dtype(word_embeddings))
+    return dropout(out, dropout_p).to(activation_dtype(word_embeddings))
 
 
 def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none") -> torch.Tensor:
@@ -53,7 +54,7 @@ def layer_norm(
     out_dtype = activation_dtype(x)  # before fp32 parameters promote x
     if x_bias is not None:
         x = x + x_bias
-    x = F.dropout(x, dropout_p, training=dropout_p > 0.0)
+    x = dropout(x, dropout_p)
     if residual is not None:
         x = x + residual
     return F.layer_norm(x, (x.shape[-1],), weight, bias, eps).to(out_dtype)

@@ -1,6 +1,9 @@
 """Test-session setup: the Triton interpreter on CPU-only machines, shared fixtures."""
 
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,33 @@ def minilm_dir() -> Path:
     if not (path / "config.json").is_file():
         pytest.skip(f"no checkpoint in {path}")
     return path
+
+
+@pytest.fixture
+def deepspeed_launch():
+    """deepspeed_launch(args): run ``deepspeed --num_gpus 2 --module fastbert ARGS`` on the CPU
+    accelerator (gloo) and fail with the ranks' output if it exits non-zero."""
+    pytest.importorskip("deepspeed")
+    return _deepspeed_launch
+
+
+def _deepspeed_launch(args: list[str], timeout: int = 600) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        # The first init compiles a small communication op; cache it across runs.
+        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/fastbert/torch_extensions")),
+    }
+    command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(_free_port()),
+               "--module", "fastbert", *args]
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -26,6 +26,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from .. import kernels
 from .layout import SequenceLayout
 
 BACKENDS = ("auto", "flash_attn", "torch_varlen", "sdpa")
@@ -125,5 +126,18 @@ def _padded_sdpa(qkv: torch.Tensor, layout: SequenceLayout, dropout_p: float) ->
     # Padded keys are masked out; padded query rows are dropped by the unpad.
     q, k, v = layout.pad(qkv).permute(2, 0, 3, 1, 4).unbind(0)
     mask = layout.key_padding_mask[:, None, None, :]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    if dropout_p > 0.0 and qkv.device.type == "cpu":
+        out = _attention_with_cpu_dropout(q, k, v, mask, dropout_p)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     return layout.unpad(out.transpose(1, 2))
+
+
+def _attention_with_cpu_dropout(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor, dropout_p: float
+) -> torch.Tensor:
+    # SDPA's math, which is what it runs on a CPU with dropout anyway, but with the cheaper
+    # dropout mask of fastbert.kernels.dropout: SDPA draws one bernoulli per probability.
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    probs = scores.masked_fill(~key_mask, float("-inf")).softmax(-1)
+    return kernels.dropout(probs, dropout_p) @ v

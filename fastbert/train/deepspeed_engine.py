@@ -154,7 +154,10 @@ class DeepSpeedEngineAdapter(Engine):
             self._export_from(self._saved[0], out_dir, tokenizer)
             return
         # No checkpoint of the current weights: write a scratch one to gather from.
-        scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=Path(out_dir).parent)) if self.is_main else None
+        scratch = None
+        if self.is_main:  # beside out_dir, whose parent may not exist yet (as save_pretrained allows)
+            Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=Path(out_dir).parent))
         scratch_list = [scratch]
         if self.world_size > 1:
             torch.distributed.broadcast_object_list(scratch_list, src=0)

@@ -27,6 +27,7 @@ from .schedule import build_scheduler, parameter_groups
 logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "lamb")
+FUSED_ADAMW_DEVICES = ("cuda", "cpu")
 
 
 @dataclass
@@ -42,7 +43,7 @@ class EngineConfig:
     eps: float = 1e-6
     """Adam/LAMB denominator epsilon."""
     optimizer: str = "adamw"
-    """"adamw" (torch, fused on CUDA) or "lamb" (fastbert.train.lamb)."""
+    """"adamw" (torch, fused on CUDA and CPU) or "lamb" (fastbert.train.lamb)."""
     total_steps: int = 1000
     """Optimizer steps of the whole run; the learning rate decays linearly to 0 there."""
     warmup_steps: int | None = None
@@ -85,8 +86,12 @@ def build_optimizer(model: nn.Module, config: EngineConfig, device: torch.device
     groups = parameter_groups(model, config.weight_decay)
     if config.optimizer == "lamb":
         return Lamb(groups, lr=config.lr, betas=config.betas, eps=config.eps)
-    # fused=True is CUDA-only; elsewhere torch picks foreach on its own.
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=device.type == "cuda")
+    # torch's fused AdamW (CUDA and CPU) is one kernel over all parameters: on a CPU it is
+    # about 4x faster than foreach, which matters when the optimizer is a third of a small
+    # model's step. transformers' Trainer uses it by default too. Elsewhere torch picks.
+    return torch.optim.AdamW(
+        groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=True if device.type in FUSED_ADAMW_DEVICES else None
+    )
 
 
 class Engine(ABC):

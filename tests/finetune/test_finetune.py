@@ -16,17 +16,19 @@ def _cola_args(shared_data, minilm_dir, out, *extra):
 
 
 def test_cola_finetune_beats_majority_class_and_exports_a_transformers_model(minilm_dir, shared_data, tmp_path, capsys):
-    # 3000 examples, one epoch at lr 2e-4: the shortest run (about 45 s on 2 cores) after which
-    # MiniLM stops predicting only the majority class (MCC 0.13 measured; 1000 examples gave 0).
+    # 1500 examples, three epochs at lr 2e-4 (about 35 s on 2 cores): MiniLM stays on the
+    # majority class for its first ~100 steps whatever the data size, so the number of
+    # steps is what matters. Seeds 1-4 gave in-domain MCC 0.085-0.136 here; one epoch of
+    # 3000 examples gave 0 for two seeds of four.
     out = tmp_path / "run"
-    argv = _cola_args(shared_data, minilm_dir, out, "--epochs", "1", "--max-train-examples", "3000", "--batch-size", "32", "--lr", "2e-4")
+    argv = _cola_args(shared_data, minilm_dir, out, "--epochs", "3", "--max-train-examples", "1500", "--batch-size", "32", "--lr", "2e-4")
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     (run,) = results["runs"]
     assert set(run["best"]["eval"]) == {"in_domain", "out_of_domain"}
     assert set(run["best"]["eval"]["in_domain"]) == {"mcc", "accuracy"}
     assert run["best"]["eval"]["in_domain"]["mcc"] > 0  # the majority class scores exactly 0
-    assert run["epochs"][0]["train_steps"] == -(-3000 // 32) and run["train_tokens_per_s"] > 0
+    assert [e["train_steps"] for e in run["epochs"]] == [-(-1500 // 32)] * 3 and run["train_tokens_per_s"] > 0
     assert results["summary"]["in_domain"]["mcc"]["mean"] == run["best"]["eval"]["in_domain"]["mcc"]
     assert "in_domain" in capsys.readouterr().out
 

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -78,42 +74,21 @@ def test_bad_settings_are_one_line_errors(pretraining_data, tmp_path, capsys):
     assert "no checkpoint to resume from" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def deepspeed_pretrain(args: list[str], timeout: int = 600) -> None:
-    """Run ``deepspeed --num_gpus 2 --module fastbert ...`` on the CPU accelerator with gloo."""
-    pytest.importorskip("deepspeed")
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        # The first init compiles a small communication op; cache it across runs.
-        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/fastbert/torch_extensions")),
-    }
-    command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(_free_port()),
-               "--module", "fastbert", *args]
-    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-
-def check_zero_run(data: Path, tmp_path: Path, stage: int, steps: int) -> None:
+def check_zero_run(data: Path, tmp_path: Path, stage: int, steps: int, deepspeed_launch) -> None:
     """Two ranks × batch 8 must match one process × batch 8 × accumulation 2; resume must be exact."""
     common = ("--max-steps", str(steps), "--batch-size", "8", "--set", NO_DROPOUT)
     assert main(pretrain_args(data, tmp_path / "single", *common, "--grad-accum-steps", "2")) == 0
     save_at = steps // 2
     zero_args = pretrain_args(data, tmp_path / "zero", *common, "--save-every", str(save_at),
                               "--deepspeed", str(REPO / f"configs/deepspeed/zero{stage}.json"))
-    deepspeed_pretrain(zero_args)
+    deepspeed_launch(zero_args)
     single, zero = losses(tmp_path / "single"), losses(tmp_path / "zero")
     for step in range(1, steps + 1):
         assert zero[step] == pytest.approx(single[step], rel=1e-4), f"step {step}"
     assert zero[steps] < zero[1]
 
     crash_after(tmp_path / "zero", save_at)
-    deepspeed_pretrain(zero_args + ["--resume"])
+    deepspeed_launch(zero_args + ["--resume"])
     resumed = losses(tmp_path / "zero")
     for step in range(save_at + 1, steps + 1):
         assert resumed[step] == pytest.approx(zero[step], rel=1e-6)
@@ -124,5 +99,5 @@ def check_zero_run(data: Path, tmp_path: Path, stage: int, steps: int) -> None:
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-def test_deepspeed_zero_twenty_steps(pretraining_data, tmp_path, stage):
-    check_zero_run(pretraining_data, tmp_path, stage=stage, steps=20)
+def test_deepspeed_zero_twenty_steps(pretraining_data, tmp_path, stage, deepspeed_launch):
+    check_zero_run(pretraining_data, tmp_path, stage=stage, steps=20, deepspeed_launch=deepspeed_launch)
