@@ -1,10 +1,11 @@
 """CoLA fine-tuning: fastbert against transformers' BertForSequenceClassification, same run.
 
 MiniLM (all-MiniLM-L6-v2) on the full CoLA train set, 3 epochs, batch 32, lr 1e-4, max length
-64, 10% linear warmup then linear decay, fused AdamW (weight decay 0.01, none on biases and
-LayerNorm; fused is what transformers' Trainer uses by default), gradient clipping 1.0, seeds 1, 2, 3. Both sides see the same tokenized items in
-the same seeded order, use the same optimizer groups and schedule, and keep the epoch with
-the best in-domain dev MCC. Writes a markdown and a JSON report to benchmarks/results/.
+64, 10% linear warmup then linear decay, fused AdamW (transformers' Trainer default; weight
+decay 0.01, none on biases and LayerNorm), gradient clipping 1.0, seeds 1, 2, 3. Both sides
+see the same tokenized items in the same seeded order, use the same optimizer groups and
+schedule, and keep the epoch with the best in-domain dev MCC. Seeds alternate between the
+sides, so background load drifting over the run hits both alike. Writes a markdown and a JSON report to benchmarks/results/.
 
     python benchmarks/bench_cola.py [--data-dir ../shared/data/cola] [--init MODEL_DIR]
 

@@ -63,9 +63,17 @@ def test_same_seed_same_mask_and_identity_cases():
         dropout(x, 1.5)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_keeps_dtype(dtype):
-    assert dropout(torch.randn(3, 8, dtype=dtype), 0.1).dtype == dtype
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_low_precision_keeps_dtype_and_scales_without_bias(dtype):
+    torch.manual_seed(7)
+    x = torch.full((100_000,), 7.0, dtype=dtype)
+    out = dropout(x, 0.1)
+    assert out.dtype == dtype
+    kept = out[out != 0].float()
+    _, keep_probability = cpu_keep_mask((1,), 0.1)
+    # 7 / keep rounded once to the dtype: 7.78125 in bf16, where 7 times the scale rounded
+    # to bf16 (1.109375) would give 7.75.
+    assert torch.all(kept == torch.tensor(7 / keep_probability, dtype=dtype).float())
 
 
 def test_attention_with_cpu_dropout_is_sdpa_when_nothing_is_dropped():
