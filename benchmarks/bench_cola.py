@@ -18,7 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from fastbert.finetune.collate import Item, epoch_order, rank_batches  # noqa: E
 from fastbert.finetune.encoding import PairEncoder  # noqa: E402
 from fastbert.finetune.features import build_split  # noqa: E402
 from fastbert.finetune.metrics import label_metrics  # noqa: E402
-from fastbert.finetune.runner import FinetuneConfig, environment_versions, run_finetune  # noqa: E402
+from fastbert.finetune.runner import FinetuneConfig, environment_versions, run_finetune, seed_statistics  # noqa: E402
 from fastbert.finetune.tasks import get_task  # noqa: E402
 from fastbert.tokenizer import load_tokenizer  # noqa: E402
 from fastbert.train.schedule import build_scheduler, parameter_groups  # noqa: E402
@@ -113,15 +112,6 @@ def run_transformers(init: Path, train, devs, seed: int, device: torch.device) -
     return {"seed": seed, "best": best, "wall_time_s": time.perf_counter() - started, "train_seconds": train_seconds}
 
 
-def stats(values: list[float]) -> dict[str, float]:
-    return {
-        "values": values,
-        "mean": statistics.fmean(values),
-        "median": statistics.median(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "cola")
@@ -151,19 +141,19 @@ def main() -> None:
     report = {
         "date": datetime.date.today().isoformat(),
         "device": environment_versions()["device"],
-        "versions": environment_versions() | {"transformers": __import__("transformers").__version__},
+        "versions": environment_versions(),
         "command": " ".join(["python", *sys.argv]),
         "load_average_1m": {"start": load_at_start, "end": os.getloadavg()[0]},
         "hyperparameters": HYPERPARAMETERS | {"seeds": list(SEEDS), "betas": list(BETAS), "eps": EPS},
         "fastbert": {
-            split: {"mcc": stats([r["best"]["eval"][split]["mcc"] for r in ours])} for split in ("in_domain", "out_of_domain")
+            split: {"mcc": seed_statistics([r["best"]["eval"][split]["mcc"] for r in ours])} for split in ("in_domain", "out_of_domain")
         }
-        | {"wall_time_s": stats([r["wall_time_s"] for r in ours]),
-           "train_seconds": stats([sum(e["train_seconds"] for e in r["epochs"]) for r in ours])},
+        | {"wall_time_s": seed_statistics([r["wall_time_s"] for r in ours]),
+           "train_seconds": seed_statistics([sum(e["train_seconds"] for e in r["epochs"]) for r in ours])},
         "transformers": {
-            split: {"mcc": stats([r["best"]["eval"][split]["mcc"] for r in theirs])} for split in ("in_domain", "out_of_domain")
+            split: {"mcc": seed_statistics([r["best"]["eval"][split]["mcc"] for r in theirs])} for split in ("in_domain", "out_of_domain")
         }
-        | {"wall_time_s": stats([r["wall_time_s"] for r in theirs]), "train_seconds": stats([r["train_seconds"] for r in theirs])},
+        | {"wall_time_s": seed_statistics([r["wall_time_s"] for r in theirs]), "train_seconds": seed_statistics([r["train_seconds"] for r in theirs])},
     }
     report["speedup_train"] = report["transformers"]["train_seconds"]["mean"] / report["fastbert"]["train_seconds"]["mean"]
     report["speedup_wall"] = report["transformers"]["wall_time_s"]["mean"] / report["fastbert"]["wall_time_s"]["mean"]

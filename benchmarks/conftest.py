@@ -26,7 +26,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     """Record what the report needs to say where the numbers come from."""
-    from fastbert.bench import package_versions
+    from fastbert.environment import package_versions
 
     gpu = config.getoption("--bench-suite") == "gpu" and torch.cuda.is_available()
     machine_info["fastbert_device"] = torch.cuda.get_device_name() if gpu else "cpu"

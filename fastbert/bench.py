@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata
 import json
 import os
 import platform
@@ -35,7 +34,6 @@ FILE_TIMEOUT_S = {"cpu": 900, "gpu": 150}
 # Ceilings first (every rate is divided by them), then the headline training steps, so a
 # spent time budget cuts the least important sections.
 FIRST = ("test_ceilings", "test_pretraining", "test_attention")
-VERSIONED = ("torch", "triton", "transformers", "deepspeed", "flash-attn", "pytest-benchmark", "fastbert")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,17 +310,6 @@ def environment(results: dict) -> dict[str, str]:
     }
     env.update({name: str(version) for name, version in machine.get("versions", {}).items()})
     return env
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of the packages that decide the numbers; benchmarks/conftest.py stores them in the JSON."""
-    versions = {}
-    for name in VERSIONED:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def headline_lines(all_rows: list[Row]) -> list[str]:

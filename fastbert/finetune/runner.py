@@ -14,7 +14,6 @@ import os
 import platform
 import shutil
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ..environment import package_versions
 from ..errors import UserError
 from ..model import BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification
 from ..tokenizer import load_tokenizer
@@ -203,14 +203,18 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
     for split, metrics in runs[0]["best"]["eval"].items():
         summary[split] = {}
         for metric in metrics:
-            values = [run["best"]["eval"][split][metric] for run in runs]
-            summary[split][metric] = {
-                "mean": statistics.fmean(values),
-                "median": statistics.median(values),
-                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "values": values,
-            }
+            summary[split][metric] = seed_statistics([run["best"]["eval"][split][metric] for run in runs])
     return summary
+
+
+def seed_statistics(values: list[float]) -> dict[str, Any]:
+    """Mean, median and standard deviation (0 for one seed) of per-seed values, and the values."""
+    return {
+        "mean": statistics.fmean(values),
+        "median": statistics.median(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "values": values,
+    }
 
 
 def _format_eval(evals: dict[str, dict[str, float]]) -> str:
@@ -225,11 +229,7 @@ def _print_summary(task: Task, summary: dict, seeds: tuple[int, ...]) -> None:
 
 
 def environment_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("fastbert", "deepspeed", "triton", "tokenizers"):
-        module = sys.modules.get(name)
-        if module is not None and hasattr(module, "__version__"):
-            versions[name] = module.__version__
+    versions = {"python": platform.python_version(), **package_versions()}
     versions["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
     return versions
 
