@@ -131,13 +131,24 @@ def make_inputs(op: str, tokens: int, hidden: int, device: str = "cuda", dtype: 
     if op == "bias_gelu":
         return {"x": param(tokens, 4 * hidden), "bias": param(4 * hidden)}, {}
     ids = {
-        "input_ids": torch.randint(0, VOCAB, (tokens,), device=device),
+        "input_ids": text_like_ids(tokens, device),
         "token_type_ids": torch.randint(0, TOKEN_TYPES, (tokens,), device=device),
         "position_ids": torch.randint(0, POSITIONS, (tokens,), device=device),
     }
     tables = {"word_embeddings": param(VOCAB, hidden), "token_type_embeddings": param(TOKEN_TYPES, hidden),
               "position_embeddings": param(POSITIONS, hidden), "weight": param(hidden), "bias": param(hidden)}
     return {**ids, **tables}, {"eps": 1e-12, "dropout_p": DROPOUT}
+
+
+def text_like_ids(tokens: int, device: torch.device) -> torch.Tensor:
+    """Word ids repeating as in masked BERT input (which the table-gradient scatter must
+    sum): Zipf-distributed words, [CLS] and [SEP] framing 128-token pairs, 12% [MASK]."""
+    generator = torch.Generator().manual_seed(0)
+    zipf = 1.0 / (torch.arange(VOCAB, dtype=torch.float64) + 10.0)
+    ids = torch.multinomial(zipf, tokens, replacement=True, generator=generator)
+    ids[torch.rand(tokens, generator=generator) < 0.12] = 103  # [MASK]
+    ids[::128], ids[63::128], ids[127::128] = 101, 102, 102  # [CLS] A [SEP] B [SEP]
+    return ids.to(device)
 
 
 def time_directions(fn: Callable, inputs: dict, options: dict, warmup: int, reps: int) -> dict[str, float]:

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from benchmarks.workloads import (
-    IMPLEMENTATIONS, classification_batches, input_layout, load_model, save_initial_weights, train_step,
+    GRAPHED, IMPLEMENTATIONS, classification_batches, graphed_train_step, input_layout, load_model,
+    save_initial_weights, train_step,
 )
 from fastbert.model import BertConfig
 
@@ -34,14 +35,19 @@ class FinetuneCase:
 CASES = {"cpu": [FinetuneCase("mini", 32, 8, 64)], "gpu": [FinetuneCase("base", 32, 8, 64)]}
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", [*IMPLEMENTATIONS, GRAPHED])
 def test_classification_step(case: FinetuneCase, impl: str, measure, device: torch.device, tmp_path):
-    if impl == "fastbert-torch" and device.type == "cpu":
-        pytest.skip("on a CPU fastbert already runs its torch reference ops")
+    if impl in ("fastbert-torch", GRAPHED) and device.type == "cpu":
+        pytest.skip("on a CPU fastbert already runs its torch reference ops, and CUDA graphs need CUDA")
     save_initial_weights("classification", BertConfig.preset(case.preset), str(tmp_path))
     model = load_model("classification", impl, str(tmp_path), device)
-    step = train_step(model, input_layout(impl), torch.bfloat16 if device.type == "cuda" else None)
-    batches = [b.to(device) for b in classification_batches(DISTINCT_BATCHES, case.batch_size, case.min_len, case.max_len)]
+    autocast = torch.bfloat16 if device.type == "cuda" else None
+    batches = classification_batches(DISTINCT_BATCHES, case.batch_size, case.min_len, case.max_len)
+    if impl == GRAPHED:  # host batches, padded to a row length of max_len inside the timed step
+        step = graphed_train_step(model, autocast, case.batch_size, case.max_len)
+    else:
+        step = train_step(model, input_layout(impl), autocast)
+        batches = [b.to(device) for b in batches]
     measure(step, batches, group=f"finetune step {case}", impl=impl,
-            role="candidate" if impl == "fastbert" else "baseline",
+            role={"fastbert": "candidate", GRAPHED: "variant"}.get(impl, "baseline"),
             real_tokens=sum(b.real_tokens for b in batches) / len(batches), sequences=case.batch_size)

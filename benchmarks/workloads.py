@@ -118,6 +118,8 @@ def classification_batches(
 
 IMPLEMENTATIONS = ("fastbert", "fastbert-torch", "transformers-sdpa")
 """fastbert as configured (Triton kernels on CUDA), fastbert forced onto its torch reference ops, transformers."""
+GRAPHED = "fastbert-graphs"
+"""fastbert with forward + backward replayed from a CUDA graph (``cuda_graphs: true``); CUDA only."""
 
 
 def save_initial_weights(task: str, config: BertConfig, directory: str) -> None:
@@ -155,6 +157,25 @@ def train_step(model: torch.nn.Module, layout: str, autocast_dtype: torch.dtype 
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def graphed_train_step(model: torch.nn.Module, autocast_dtype: torch.dtype | None, rows: int, seq_len: int) -> Callable[[Batch], None]:
+    """:func:`train_step` with forward and backward replayed from a CUDA graph.
+
+    It takes ``batch.flat`` on the host, as a data loader hands it over: padding it to
+    ``rows x seq_len`` and copying it in are part of the timed step.
+    """
+    from fastbert.train.cuda_graphs import GraphedForwardBackward
+
+    optimizer = torch.optim.AdamW(model.parameters(), **ADAMW)
+    graphed = GraphedForwardBackward(model, autocast_dtype, 1.0, rows=rows, seq_len=seq_len, pad_id=0)
+
+    def step(batch: Batch) -> None:
+        graphed(batch.flat)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=False)  # the graph accumulates into these .grad tensors
 
     return step
 

@@ -244,12 +244,16 @@ def ceilings(all_rows: list[Row]) -> dict[str, float]:
     return found
 
 
-def speedups(group: list[Row]) -> dict[str, float]:
-    """Per baseline impl: baseline median / candidate median (>1 means fastbert is faster)."""
-    candidate = next((r for r in group if r.role == "candidate"), None)
-    if candidate is None:
+def speedups(group: list[Row], fastbert: Row | None = None) -> dict[str, float]:
+    """Per baseline impl: baseline median / ``fastbert``'s median (>1 means fastbert is faster).
+
+    ``fastbert`` defaults to the group's candidate; a ``variant`` row (another fastbert
+    configuration, e.g. CUDA graphs) can be compared the same way.
+    """
+    fastbert = fastbert or next((r for r in group if r.role == "candidate"), None)
+    if fastbert is None:
         return {}
-    return {r.impl: r.median / candidate.median for r in group if r.role == "baseline" and candidate.median > 0}
+    return {r.impl: r.median / fastbert.median for r in group if r.role == "baseline" and fastbert.median > 0}
 
 
 @dataclass
@@ -318,13 +322,14 @@ def headline_lines(all_rows: list[Row]) -> list[str]:
         candidate = next((r for r in group if r.role == "candidate"), None)
         if candidate is None or not candidate.info.get("headline"):
             continue
-        for impl, ratio in speedups(group).items():
-            base = next(r for r in group if r.impl == impl)
-            lines.append(
-                f"| {name} | {impl} | {ratio:.2f}x | {_si(candidate.rate('real_tokens'), 'tok/s')} | "
-                f"{_si(base.rate('real_tokens'), 'tok/s')} | {_si(candidate.rate('sequences'), 'seq/s')} | "
-                f"{_si(base.rate('sequences'), 'seq/s')} |"
-            )
+        for fastbert in [candidate, *(r for r in group if r.role == "variant")]:
+            for impl, ratio in speedups(group, fastbert).items():
+                base = next(r for r in group if r.impl == impl)
+                lines.append(
+                    f"| {name} | {fastbert.impl} | {impl} | {ratio:.2f}x | {_si(fastbert.rate('real_tokens'), 'tok/s')} | "
+                    f"{_si(base.rate('real_tokens'), 'tok/s')} | {_si(fastbert.rate('sequences'), 'seq/s')} | "
+                    f"{_si(base.rate('sequences'), 'seq/s')} |"
+                )
     return lines
 
 
@@ -367,9 +372,9 @@ def render_report(results: dict, command: str, failures: list[str], changes: lis
     headline = headline_lines(all_rows)
     if headline:
         md += ["## Headline", "",
-               "| benchmark | baseline | fastbert speedup | fastbert real tokens/s | baseline real tokens/s "
+               "| benchmark | fastbert | baseline | fastbert speedup | fastbert real tokens/s | baseline real tokens/s "
                "| fastbert seq/s | baseline seq/s |",
-               "| --- | --- | --- | --- | --- | --- | --- |", *headline, ""]
+               "| --- | --- | --- | --- | --- | --- | --- | --- |", *headline, ""]
     if limits:
         md += ["## Measured ceilings", ""]
         md += [f"- {kind}: {_si(rate, 'FLOP/s' if kind == 'matmul' else 'B/s')}" for kind, rate in limits.items()]

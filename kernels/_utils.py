@@ -66,14 +66,21 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def dropout_seed(p: float) -> int:
-    """A Philox seed for a dropout mask, drawn from torch's CPU generator (so
-    ``torch.manual_seed`` makes runs reproducible); 0 and no draw when ``p == 0``."""
+def dropout_seed(p: float, device: torch.device) -> torch.Tensor | None:
+    """A one-element int64 Philox seed for a dropout mask, drawn on ``device`` by torch's
+    generator there; None and no draw when ``p == 0``.
+
+    The kernels read the seed from memory rather than taking a Python int: drawing on the
+    device needs no host sync, ``torch.manual_seed`` still makes runs reproducible, and a
+    captured CUDA graph draws a fresh seed on every replay (torch registers its CUDA
+    generator with the graph), where a host-drawn integer would be frozen into the graph
+    and replay one mask forever.
+    """
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {p}")
     if p == 0.0:
-        return 0
-    return int(torch.randint(0, 2**31 - 1, ()).item())
+        return None
+    return torch.randint(0, 2**31 - 1, (1,), dtype=torch.int64, device=device)
 
 
 def check_vector(name: str, t: torch.Tensor | None, size: int) -> None:
@@ -107,10 +114,10 @@ def rounded_to(x, dtype: tl.constexpr):
 
 
 @triton.jit
-def dropout_keep(seed, offsets, p):
+def dropout_keep(seed_ptr, offsets, p):
     """Which elements survive dropout; the same seed and offsets give the same mask, so
-    backward regenerates it instead of storing it."""
-    return tl.rand(seed, offsets) >= p
+    backward regenerates it instead of storing it. The seed is read from ``seed_ptr``."""
+    return tl.rand(tl.load(seed_ptr), offsets) >= p
 
 
 @triton.jit

@@ -2,10 +2,16 @@
 
 Forward gathers the three table rows, normalises in fp32 and writes only the output
 (dtype per :mod:`.precision`) and the fp32 row statistics; backward regathers the rows
-rather than keeping their sum alive. Backward writes the fp32 gradient of the summed
-embedding per token, and torch's embedding backward scatters it into each table in fp32
-(repeated ids summed). On CUDA that scatter is bitwise repeatable only under
-``torch.use_deterministic_algorithms(True)`` once there are more than a few thousand tokens.
+rather than keeping their sum alive.
+
+Backward computes the fp32 gradient of the summed embedding per token and, by default,
+never writes it: it adds it straight into fp32 word and position table gradients with
+atomic adds (repeated ids summed; the order of additions varies, so those two gradients
+are not bitwise repeatable, as torch's own CUDA scatter-adds are not), and sums the
+token-type gradient (a handful of rows, where atomics would all collide) per program in
+registers. Under ``torch.use_deterministic_algorithms(True)``, or with more than
+``MAX_SCATTER_TYPES`` token types, it writes the per-token gradient instead and torch's
+deterministic embedding backward scatters it into each table.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ def _summed_embeddings(ids_ptr, tt_ptr, pos_ptr, word_ptr, tt_emb_ptr, pos_emb_p
 def _embedding_layer_norm_fwd_kernel(
     ids_ptr, tt_ptr, pos_ptr, word_ptr, tt_emb_ptr, pos_emb_ptr, w_ptr, b_ptr,
     y_ptr, mean_ptr, rstd_ptr,
-    n_rows, n_cols, eps, dropout_p, dropout_scale, seed,
+    n_rows, n_cols, eps, dropout_p, dropout_scale, seed_ptr,
     HAS_DROPOUT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     rows, cols, offsets, row_mask, col_mask, mask = tile_offsets(
@@ -57,7 +63,7 @@ def _embedding_layer_norm_fwd_kernel(
     b = tl.load(b_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
     y, mean, rstd = layer_norm_rows(h, w, b, mask, n_cols, eps)
     if HAS_DROPOUT:
-        y = tl.where(dropout_keep(seed, offsets.to(tl.int32), dropout_p), y * dropout_scale, 0.0)
+        y = tl.where(dropout_keep(seed_ptr, offsets.to(tl.int32), dropout_p), y * dropout_scale, 0.0)
     tl.store(y_ptr + offsets, rounded_to(y, y_ptr.dtype.element_ty), mask=mask)
     tl.store(mean_ptr + rows, mean, mask=row_mask)
     tl.store(rstd_ptr + rows, rstd, mask=row_mask)
@@ -66,9 +72,10 @@ def _embedding_layer_norm_fwd_kernel(
 @triton.jit
 def _embedding_layer_norm_bwd_kernel(
     dy_ptr, ids_ptr, tt_ptr, pos_ptr, word_ptr, tt_emb_ptr, pos_emb_ptr, w_ptr, mean_ptr, rstd_ptr,
-    dsum_ptr, dw_partial_ptr, db_partial_ptr,
-    n_rows, n_cols, dropout_p, dropout_scale, seed,
-    HAS_DROPOUT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
+    dsum_ptr, dword_ptr, dpos_ptr, dtt_partial_ptr, dw_partial_ptr, db_partial_ptr,
+    n_rows, n_cols, n_types, dropout_p, dropout_scale, seed_ptr,
+    HAS_DROPOUT: tl.constexpr, SCATTER_TABLES: tl.constexpr, BLOCK_T: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_H)
@@ -76,6 +83,8 @@ def _embedding_layer_norm_bwd_kernel(
     w = tl.load(w_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
     dw = tl.zeros([BLOCK_H], dtype=tl.float32)
     db = tl.zeros([BLOCK_H], dtype=tl.float32)
+    types = tl.arange(0, BLOCK_T)
+    dtt = tl.zeros([BLOCK_T, BLOCK_H], dtype=tl.float32)
     for tile in range(pid, tl.cdiv(n_rows, BLOCK_R), tl.num_programs(0)):
         rows, cols, offsets, row_mask, col_mask, mask = tile_offsets(tile, n_rows, n_cols, BLOCK_R, BLOCK_H)
         h = _summed_embeddings(ids_ptr, tt_ptr, pos_ptr, word_ptr, tt_emb_ptr, pos_emb_ptr, rows, cols, row_mask, mask, n_cols)
@@ -84,13 +93,26 @@ def _embedding_layer_norm_bwd_kernel(
         xhat = normalized_rows(h, mean, rstd, mask)
         dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
         if HAS_DROPOUT:
-            dy = tl.where(dropout_keep(seed, offsets.to(tl.int32), dropout_p), dy * dropout_scale, 0.0)
+            dy = tl.where(dropout_keep(seed_ptr, offsets.to(tl.int32), dropout_p), dy * dropout_scale, 0.0)
         dw += tl.sum(dy * xhat, axis=0)
         db += tl.sum(dy, axis=0)
-        tl.store(dsum_ptr + offsets, layer_norm_rows_grad(dy, xhat, w, rstd, n_cols), mask=mask)
+        dsum = layer_norm_rows_grad(dy, xhat, w, rstd, n_cols)
+        if SCATTER_TABLES:
+            ids = tl.load(ids_ptr + rows, mask=row_mask, other=0).to(tl.int64)
+            positions = tl.load(pos_ptr + rows, mask=row_mask, other=0).to(tl.int64)
+            tl.atomic_add(dword_ptr + ids[:, None] * n_cols + cols[None, :], dsum, mask=mask)
+            tl.atomic_add(dpos_ptr + positions[:, None] * n_cols + cols[None, :], dsum, mask=mask)
+            tts = tl.load(tt_ptr + rows, mask=row_mask, other=-1)
+            one_hot = (tts[:, None] == types[None, :]).to(tl.float32)  # [BLOCK_R, BLOCK_T]
+            dtt += tl.sum(one_hot[:, :, None] * dsum[:, None, :], axis=0)
+        else:
+            tl.store(dsum_ptr + offsets, dsum, mask=mask)
     partial = pid * n_cols + cols
     tl.store(dw_partial_ptr + partial, dw, mask=col_mask)
     tl.store(db_partial_ptr + partial, db, mask=col_mask)
+    if SCATTER_TABLES:
+        tt_partial = (pid * n_types + types[:, None]) * n_cols + cols[None, :]
+        tl.store(dtt_partial_ptr + tt_partial, dtt, mask=(types[:, None] < n_types) & col_mask[None, :])
 
 
 def _launch_blocks(n_cols: int, device: torch.device) -> tuple[int, int]:
@@ -109,33 +131,48 @@ def embedding_layer_norm_forward(
     rstd = torch.empty_like(mean)
     _embedding_layer_norm_fwd_kernel[(triton.cdiv(n_rows, block_r),)](
         ids, tts, positions, word, token_type, position, weight, bias, y, mean, rstd,
-        n_rows, n_cols, eps, dropout_p, 1.0 / (1.0 - dropout_p), seed,
+        n_rows, n_cols, eps, dropout_p, 1.0 / (1.0 - dropout_p), ids if seed is None else seed,
         HAS_DROPOUT=dropout_p > 0.0, BLOCK_R=block_r, BLOCK_H=block_h, num_warps=num_warps(block_r * block_h),
     )
     return y, mean, rstd
 
 
+MAX_SCATTER_TYPES = 8
+"""Token-type tables up to this many rows get their gradient summed in registers."""
+
+
 def embedding_layer_norm_backward(dy, ids, tts, positions, word, token_type, position, weight, mean, rstd, dropout_p, seed):
-    """Launch the backward kernel: (fp32 d(summed embedding) ``[N, H]``, fp32 dweight, fp32 dbias)."""
+    """Launch the backward kernel: fp32 gradients (dword, dtoken_type, dposition, dweight, dbias)."""
     n_rows, n_cols = dy.shape
     block_r, block_h = _launch_blocks(n_cols, dy.device)
     programs = persistent_programs(triton.cdiv(n_rows, block_r), dy.device)
-    dsum = torch.empty(n_rows, n_cols, dtype=torch.float32, device=dy.device)
-    partials = torch.empty(2, programs, n_cols, dtype=torch.float32, device=dy.device)
+    n_types = token_type.shape[0]
+    scatter = n_types <= MAX_SCATTER_TYPES and not torch.are_deterministic_algorithms_enabled()
+    f32 = dict(dtype=torch.float32, device=dy.device)
+    if scatter:
+        dword, dpos = torch.zeros(word.shape, **f32), torch.zeros(position.shape, **f32)
+        dtt_partials = torch.empty(programs, n_types, n_cols, **f32)
+        dsum = dword  # not written
+    else:
+        dsum = torch.empty(n_rows, n_cols, **f32)
+        dword = dpos = dtt_partials = dsum  # not written
+    partials = torch.empty(2, programs, n_cols, **f32)
     _embedding_layer_norm_bwd_kernel[(programs,)](
         dy, ids, tts, positions, word, token_type, position, weight, mean, rstd,
-        dsum, partials[0], partials[1],
-        n_rows, n_cols, dropout_p, 1.0 / (1.0 - dropout_p), seed,
-        HAS_DROPOUT=dropout_p > 0.0, BLOCK_R=block_r, BLOCK_H=block_h, num_warps=num_warps(block_r * block_h),
+        dsum, dword, dpos, dtt_partials, partials[0], partials[1],
+        n_rows, n_cols, n_types, dropout_p, 1.0 / (1.0 - dropout_p), ids if seed is None else seed,
+        HAS_DROPOUT=dropout_p > 0.0, SCATTER_TABLES=scatter, BLOCK_T=triton.next_power_of_2(n_types),
+        BLOCK_R=block_r, BLOCK_H=block_h, num_warps=num_warps(block_r * block_h),
     )
     dweight, dbias = partials.sum(dim=1)
-    return dsum, dweight, dbias
+    if scatter:
+        return dword, dtt_partials.sum(dim=0), dpos, dweight, dbias
+    return _table_grad(dsum, ids, word), _table_grad(dsum, tts, token_type), _table_grad(dsum, positions, position), dweight, dbias
 
 
 def _table_grad(dsum: torch.Tensor, ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     # dsum is fp32, so the per-row sums over repeated ids accumulate in fp32.
-    grad = torch.ops.aten.embedding_dense_backward(dsum, ids, table.shape[0], -1, False)
-    return grad.to(table.dtype)
+    return torch.ops.aten.embedding_dense_backward(dsum, ids, table.shape[0], -1, False)
 
 
 class EmbeddingLayerNormFunction(torch.autograd.Function):
@@ -143,7 +180,7 @@ class EmbeddingLayerNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, ids, tts, positions, word, token_type, position, weight, bias, eps, dropout_p, out_dtype):
-        seed = dropout_seed(dropout_p)
+        seed = dropout_seed(dropout_p, word.device)
         tables = (word.contiguous(), token_type.contiguous(), position.contiguous())
         y, mean, rstd = embedding_layer_norm_forward(
             ids, tts, positions, *tables, weight.contiguous(), bias.contiguous(), eps, dropout_p, seed, out_dtype
@@ -155,15 +192,15 @@ class EmbeddingLayerNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         ids, tts, positions, word, token_type, position, weight, mean, rstd = ctx.saved_tensors
-        dsum, dweight, dbias = embedding_layer_norm_backward(
+        dword, dtoken_type, dposition, dweight, dbias = embedding_layer_norm_backward(
             grad_out.contiguous(), ids, tts, positions, word, token_type, position, weight.contiguous(),
             mean, rstd, ctx.dropout_p, ctx.seed,
         )
         return (
             None, None, None,
-            _table_grad(dsum, ids, word),
-            _table_grad(dsum, tts, token_type),
-            _table_grad(dsum, positions, position),
+            dword.to(word.dtype),
+            dtoken_type.to(token_type.dtype),
+            dposition.to(position.dtype),
             dweight.to(weight.dtype),
             dbias.to(ctx.bias_dtype),
             None, None, None,

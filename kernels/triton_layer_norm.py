@@ -35,7 +35,7 @@ from .precision import activation_dtype
 @triton.jit
 def _layer_norm_fwd_kernel(
     x_ptr, x_bias_ptr, residual_ptr, w_ptr, b_ptr, y_ptr, h_ptr, mean_ptr, rstd_ptr,
-    n_rows, n_cols, eps, dropout_p, dropout_scale, seed,
+    n_rows, n_cols, eps, dropout_p, dropout_scale, seed_ptr,
     HAS_X_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     STORE_H: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
@@ -46,7 +46,7 @@ def _layer_norm_fwd_kernel(
     if HAS_X_BIAS:
         h += tl.load(x_bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
     if HAS_DROPOUT:
-        h = tl.where(dropout_keep(seed, offsets.to(tl.int32), dropout_p), h * dropout_scale, 0.0)
+        h = tl.where(dropout_keep(seed_ptr, offsets.to(tl.int32), dropout_p), h * dropout_scale, 0.0)
     if HAS_RESIDUAL:
         h += tl.load(residual_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     if STORE_H:
@@ -63,7 +63,7 @@ def _layer_norm_fwd_kernel(
 def _layer_norm_bwd_kernel(
     dy_ptr, h_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, dresidual_ptr,
     dw_partial_ptr, db_partial_ptr, dx_bias_partial_ptr,
-    n_rows, n_cols, dropout_p, dropout_scale, seed,
+    n_rows, n_cols, dropout_p, dropout_scale, seed_ptr,
     HAS_X_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
@@ -88,7 +88,7 @@ def _layer_norm_bwd_kernel(
             # A separate buffer even when equal to dx: autograd may accumulate into either in place.
             tl.store(dresidual_ptr + offsets, rounded_to(dh, dresidual_ptr.dtype.element_ty), mask=mask)
         if HAS_DROPOUT:
-            dx = tl.where(dropout_keep(seed, offsets.to(tl.int32), dropout_p), dh * dropout_scale, 0.0)
+            dx = tl.where(dropout_keep(seed_ptr, offsets.to(tl.int32), dropout_p), dh * dropout_scale, 0.0)
         else:
             dx = dh
         tl.store(dx_ptr + offsets, rounded_to(dx, dx_ptr.dtype.element_ty), mask=mask)
@@ -115,7 +115,7 @@ def layer_norm_forward(x, weight, bias, eps, residual, dropout_p, x_bias, seed, 
     _layer_norm_fwd_kernel[(triton.cdiv(n_rows, block_r),)](
         x, x if x_bias is None else x_bias, x if residual is None else residual,
         weight, bias, y, h, mean, rstd,
-        n_rows, n_cols, eps, dropout_p, 1.0 / (1.0 - dropout_p), seed,
+        n_rows, n_cols, eps, dropout_p, 1.0 / (1.0 - dropout_p), x if seed is None else seed,
         HAS_X_BIAS=x_bias is not None, HAS_RESIDUAL=residual is not None, HAS_DROPOUT=dropout_p > 0.0,
         STORE_H=store_h, BLOCK_R=block_r, BLOCK_H=block_h, num_warps=num_warps(block_r * block_h),
     )
@@ -136,7 +136,7 @@ def layer_norm_backward(dy, h, weight, mean, rstd, dropout_p, seed, x_dtype, res
     _layer_norm_bwd_kernel[(programs,)](
         dy, h, weight, mean, rstd, dx, dx if dresidual is None else dresidual,
         partials[0], partials[1], partials[-1],
-        n_rows, n_cols, dropout_p, 1.0 / (1.0 - dropout_p), seed,
+        n_rows, n_cols, dropout_p, 1.0 / (1.0 - dropout_p), dy if seed is None else seed,
         HAS_X_BIAS=has_x_bias, HAS_RESIDUAL=has_residual, HAS_DROPOUT=dropout_p > 0.0,
         BLOCK_R=block_r, BLOCK_H=block_h, num_warps=num_warps(block_r * block_h),
     )
@@ -153,7 +153,7 @@ class LayerNormFunction(torch.autograd.Function):
         shape = x.shape
         x2 = rows_of(x)
         residual2 = None if residual is None else rows_of(residual)
-        seed = dropout_seed(dropout_p)
+        seed = dropout_seed(dropout_p, x.device)
         y, h, mean, rstd = layer_norm_forward(
             x2, weight.contiguous(), bias.contiguous(), eps, residual2, dropout_p,
             None if x_bias is None else x_bias.contiguous(), seed, out_dtype,

@@ -32,6 +32,7 @@ def results(step_fastbert: float = 1.0, step_hf: float = 2.5, attention: float =
             entry("ceilings", "bf16 matmul", 0.001, role="", ceiling="matmul", flops=1e12),
             entry("pretrain mini", "fastbert", step_fastbert, role="candidate", **work),
             entry("pretrain mini", "transformers-sdpa", step_hf, **work),
+            entry("pretrain mini", "fastbert-graphs", step_fastbert / 2, role="variant", **work),
             entry("attention s128", "fastbert-auto", attention, role="candidate", real_tokens=2048),
             entry("attention s128", "eager", 0.05, real_tokens=2048),
         ],
@@ -49,9 +50,12 @@ def test_report_has_ratios_rates_mfu_and_plots(tmp_path: Path):
     assert bench.main(["--from-json", str(source), "--out", str(out), "--history", str(tmp_path / "h.jsonl")]) == 0
 
     report = (out / "report.md").read_text()
-    headline = next(line for line in report.splitlines() if line.startswith("| pretrain mini | transformers-sdpa"))
+    headline = next(line for line in report.splitlines() if line.startswith("| pretrain mini | fastbert | transformers-sdpa"))
     # 2.5 s / 1.0 s; 3000 real tokens in 1.0 s vs 2.5 s.
     assert "| 2.50x |" in headline and "3 ktok/s" in headline and "1.2 ktok/s" in headline
+    # A variant (another fastbert configuration) gets its own headline line against the baselines.
+    variant = next(line for line in report.splitlines() if line.startswith("| pretrain mini | fastbert-graphs | transformers-sdpa"))
+    assert "| 5.00x |" in variant and "6 ktok/s" in variant
     # 6e12 FLOP per 1 s step against a measured 1e15 FLOP/s matmul: 0.6% MFU.
     assert "| 0.6% |" in report
     assert "2.50x" in report and "test device" in report and "abcdef123456" in report

@@ -52,14 +52,29 @@ def _torch_varlen_available(device: torch.device) -> bool:
 
 
 def resolve_attention_backend(
-    device: torch.device, dropout_p: float, override: str | None = None, dtype: torch.dtype = torch.bfloat16
+    device: torch.device,
+    dropout_p: float,
+    override: str | None = None,
+    dtype: torch.dtype = torch.bfloat16,
+    varlen_layout: bool = True,
 ) -> str:
-    """The backend that runs for ``dtype`` tensors on ``device``; forcing an unavailable one is an error."""
+    """The backend that runs for ``dtype`` tensors on ``device``; forcing an unavailable one is an error.
+
+    ``varlen_layout=False`` (a :class:`PaddedRowsLayout`, whose stream keeps its padding)
+    allows only ``sdpa``.
+    """
     requested = override if override not in (None, "auto") else os.environ.get(ENV_VAR, "auto")
     requested = requested.strip().lower()
     if requested not in BACKENDS:
         raise ValueError(f"attention backend {requested!r} is unknown; expected one of {', '.join(BACKENDS)}")
-    if requested == "auto":
+    if not varlen_layout and requested not in ("auto", "sdpa"):
+        raise RuntimeError(
+            f"attention backend {requested} needs unpadded input; static-shape batches (padded rows, "
+            "as CUDA graphs use) run sdpa: unset it or choose sdpa"
+        )
+    if not varlen_layout:
+        name = "sdpa"
+    elif requested == "auto":
         if _flash_attn_available(device) and dtype in _FLASH_DTYPES:
             name = "flash_attn"
         elif _torch_varlen_available(device) and dtype in _FLASH_DTYPES and dropout_p == 0.0:
@@ -107,7 +122,7 @@ def varlen_attention(
     ``qkv`` is ``[total_tokens, 3, heads, head_dim]`` (the fused projection's output);
     returns ``[total_tokens, heads, head_dim]``.
     """
-    name = resolve_attention_backend(qkv.device, dropout_p, backend, qkv.dtype)
+    name = resolve_attention_backend(qkv.device, dropout_p, backend, qkv.dtype, layout.supports_varlen)
     cu, longest = layout.cu_seqlens, layout.max_seqlen
     if name == "flash_attn":
         from flash_attn import flash_attn_varlen_qkvpacked_func
@@ -124,7 +139,7 @@ def varlen_attention(
 def _padded_sdpa(qkv: torch.Tensor, layout: SequenceLayout, dropout_p: float) -> torch.Tensor:
     # One pad for all three: [N, 3, h, d] -> [S, T, 3, h, d] -> q, k, v as [S, h, T, d].
     # Padded keys are masked out; padded query rows are dropped by the unpad.
-    q, k, v = layout.pad(qkv).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k, v = layout.as_rows(qkv).permute(2, 0, 3, 1, 4).unbind(0)
     mask = layout.key_padding_mask[:, None, None, :]
     if dropout_p > 0.0 and qkv.device.type == "cpu":
         out = _attention_with_cpu_dropout(q, k, v, mask, dropout_p)

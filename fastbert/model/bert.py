@@ -27,7 +27,7 @@ from fastbert import kernels
 from .attention import varlen_attention
 from .checkpoint import PretrainedMixin
 from .config import BertConfig
-from .layout import SequenceLayout, Unpadded, unpad_batch
+from .layout import PaddedRowsLayout, SequenceLayout, Unpadded, unpad_batch
 
 IGNORE_INDEX = -100
 
@@ -43,7 +43,10 @@ class FlatInputs:
     token_type_ids: torch.Tensor
     position_ids: torch.Tensor
     layout: SequenceLayout
-    padding: Unpadded | None  # None when the caller passed the flat layout
+    padding: Unpadded | KeptPadding | None  # None when the caller passed the flat layout
+    max_position_id: int | None = None
+    """A bound on ``position_ids`` known without reading them (generated positions); None
+    when the caller gave them, so they are checked on the device."""
 
     def to_caller(self, flat: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
         return flat if self.padding is None else self.padding.repad(flat, fill)
@@ -53,6 +56,19 @@ class FlatInputs:
         return t if self.padding is None else self.padding.gather(t)
 
 
+@dataclass(eq=False)
+class KeptPadding:
+    """The caller's ``[B, T]`` layout when the stream keeps its padding (:class:`PaddedRowsLayout`)."""
+
+    layout: PaddedRowsLayout
+
+    def repad(self, flat: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        return self.layout.pad(flat, fill)
+
+    def gather(self, padded: torch.Tensor) -> torch.Tensor:
+        return padded.reshape(-1, *padded.shape[2:])
+
+
 def flatten_inputs(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
@@ -60,10 +76,20 @@ def flatten_inputs(
     position_ids: torch.Tensor | None,
     cu_seqlens: torch.Tensor | None,
     max_seqlen: int | None,
+    keep_padding: bool = False,
 ) -> FlatInputs:
+    """The flat stream of a batch; ``keep_padding`` keeps padded input's padding (static shapes, no host sync)."""
     if cu_seqlens is None:
-        padded = unpad_batch(input_ids, attention_mask, token_type_ids, position_ids)
-        return FlatInputs(padded.input_ids, padded.token_type_ids, padded.position_ids, padded.layout, padded)
+        generated_positions = position_ids is None
+        if keep_padding:
+            inputs = _keep_padding(input_ids, attention_mask, token_type_ids, position_ids)
+        else:
+            padded = unpad_batch(input_ids, attention_mask, token_type_ids, position_ids)
+            inputs = FlatInputs(padded.input_ids, padded.token_type_ids, padded.position_ids, padded.layout, padded)
+        inputs.max_position_id = input_ids.shape[-1] - 1 if generated_positions else None
+        return inputs
+    if keep_padding:
+        raise ValueError("keep_padding applies to padded [batch, seq] input, not to the flat (cu_seqlens) layout")
     if input_ids.dim() != 1:
         raise ValueError(f"with cu_seqlens, input_ids must be flat [total_tokens]; got shape {tuple(input_ids.shape)}")
     if position_ids is None or max_seqlen is None:
@@ -71,6 +97,30 @@ def flatten_inputs(
     if token_type_ids is None:
         token_type_ids = torch.zeros_like(input_ids)
     return FlatInputs(input_ids, token_type_ids, position_ids, SequenceLayout(cu_seqlens.to(torch.int32), int(max_seqlen)), None)
+
+
+def _keep_padding(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    token_type_ids: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+) -> FlatInputs:
+    if input_ids.dim() != 2:
+        raise ValueError(f"padded input_ids must be [batch, seq]; got shape {tuple(input_ids.shape)}")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
+    elif attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
+    if position_ids is None:
+        position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)
+    if token_type_ids is None:
+        token_type_ids = torch.zeros_like(input_ids)
+    layout = PaddedRowsLayout.from_mask(attention_mask)
+
+    def flat(t: torch.Tensor) -> torch.Tensor:
+        return t.expand(input_ids.shape).reshape(-1)
+
+    return FlatInputs(flat(input_ids), flat(token_type_ids), flat(position_ids), layout, KeptPadding(layout))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,13 +305,22 @@ class BertModel(BertPreTrainedModel):
 
     def encode(self, inputs: FlatInputs) -> torch.Tensor:
         """Real tokens in, ``[N, H]`` hidden states out."""
-        if inputs.input_ids.numel() and int(inputs.position_ids.max()) >= self.config.max_position_embeddings:
-            raise ValueError(
-                f"position id {int(inputs.position_ids.max())} >= max_position_embeddings "
-                f"{self.config.max_position_embeddings}: sequence too long"
-            )
+        self._check_positions(inputs)
         hidden = self.embeddings(inputs.input_ids, inputs.token_type_ids, inputs.position_ids)
         return self.encoder(hidden, inputs.layout)
+
+    def _check_positions(self, inputs: FlatInputs) -> None:
+        # An out-of-range position would read past the table (silently, in a Triton kernel).
+        limit = self.config.max_position_embeddings
+        if inputs.max_position_id is not None:  # generated positions: known without a device sync
+            if inputs.max_position_id >= limit:
+                raise ValueError(
+                    f"sequence length {inputs.max_position_id + 1} > max_position_embeddings {limit}: sequence too long"
+                )
+        elif inputs.input_ids.numel() and int(inputs.position_ids.max()) >= limit:
+            raise ValueError(
+                f"position id {int(inputs.position_ids.max())} >= max_position_embeddings {limit}: sequence too long"
+            )
 
     def forward(
         self,
@@ -272,8 +331,9 @@ class BertModel(BertPreTrainedModel):
         *,
         cu_seqlens: torch.Tensor | None = None,
         max_seqlen: int | None = None,
+        keep_padding: bool = False,
     ) -> EncoderOutput:
-        inputs = flatten_inputs(input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens, max_seqlen)
+        inputs = flatten_inputs(input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens, max_seqlen, keep_padding)
         hidden = self.encode(inputs)
         pooled = self.pooler(hidden[inputs.layout.first_token_index]) if self.pooler is not None else None
         return EncoderOutput(inputs.to_caller(hidden), pooled)
@@ -354,8 +414,13 @@ class BertForPreTraining(BertPreTrainedModel):
         max_seqlen: int | None = None,
         labels: torch.Tensor | None = None,
         next_sentence_label: torch.Tensor | None = None,
+        keep_padding: bool = False,
+        max_masked_tokens: int | None = None,
     ) -> PreTrainingOutput:
-        inputs = flatten_inputs(input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens, max_seqlen)
+        """``keep_padding`` with ``max_masked_tokens`` makes every shape static (see
+        :class:`PaddedRowsLayout`): the MLM head then runs on exactly ``max_masked_tokens``
+        rows, the masked ones first, padded with ignored ones; there must not be more."""
+        inputs = flatten_inputs(input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens, max_seqlen, keep_padding)
         hidden = self.bert.encode(inputs)
         pooled = self.bert.pooler(hidden[inputs.layout.first_token_index])
         nsp_logits = self.cls.seq_relationship(pooled)
@@ -366,7 +431,7 @@ class BertForPreTraining(BertPreTrainedModel):
             out.prediction_logits = inputs.to_caller(self.cls.predictions(hidden, decoder_weight))
         else:
             flat_labels = inputs.per_token(labels)
-            masked = (flat_labels != IGNORE_INDEX).nonzero().flatten()
+            masked = _masked_positions(flat_labels, max_masked_tokens)
             out.masked_lm_labels = flat_labels[masked]
             out.masked_lm_logits = self.cls.predictions(hidden[masked], decoder_weight)
             # Sum over masked tokens / count, as transformers' mean over non-ignored labels.
@@ -376,6 +441,22 @@ class BertForPreTraining(BertPreTrainedModel):
             out.nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1))
             out.loss = out.nsp_loss if out.loss is None else out.loss + out.nsp_loss
         return out
+
+
+def _masked_positions(flat_labels: torch.Tensor, capacity: int | None) -> torch.Tensor:
+    """Flat indices of the MLM positions; with a ``capacity``, exactly that many (masked
+    first, in order, then ignored ones) so the shape never depends on the data."""
+    is_masked = flat_labels != IGNORE_INDEX
+    if capacity is None:
+        return is_masked.nonzero().flatten()
+    if capacity > flat_labels.numel():
+        raise ValueError(f"max_masked_tokens {capacity} exceeds the batch's {flat_labels.numel()} token slots")
+    if is_masked.device.type == "cpu":
+        if int(is_masked.sum()) > capacity:
+            raise ValueError(f"{int(is_masked.sum())} masked tokens exceed max_masked_tokens {capacity}")
+    else:  # checked without a host sync; a device assert is loud, never a silently dropped label
+        torch._assert_async(is_masked.sum() <= capacity, "masked tokens exceed max_masked_tokens")
+    return torch.argsort((~is_masked).to(torch.uint8), stable=True)[:capacity]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,9 +495,11 @@ class BertForSequenceClassification(BertPreTrainedModel):
         cu_seqlens: torch.Tensor | None = None,
         max_seqlen: int | None = None,
         labels: torch.Tensor | None = None,
+        keep_padding: bool = False,
     ) -> ClassifierOutput:
         pooled = self.bert(
-            input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen
+            input_ids, attention_mask, token_type_ids, position_ids,
+            cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, keep_padding=keep_padding,
         ).pooler_output
         logits = self.classifier(self.dropout(pooled))
         loss = None if labels is None else self._loss(logits, labels)

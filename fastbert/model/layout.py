@@ -4,6 +4,10 @@ The encoder runs on ``[total_tokens, hidden]``: padding is removed once, at the 
 and only re-added where a caller asks for ``[batch, seq, hidden]``. ``cu_seqlens`` marks
 where each sequence starts in the flat stream, so several sequences packed into one row
 of a batch are simply consecutive sequences here.
+
+:class:`PaddedRowsLayout` is the exception, for static shapes: the stream is the padded
+batch itself, so every shape depends on ``[batch, seq]`` alone and nothing needs the
+data on the host (what CUDA-graph capture requires; see ``fastbert.train.cuda_graphs``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ class SequenceLayout:
 
     cu_seqlens: torch.Tensor
     max_seqlen: int
+
+    supports_varlen = True
+    """Whether the varlen attention kernels (flash-attn, torch varlen) can run on this layout."""
 
     @property
     def num_sequences(self) -> int:
@@ -55,6 +62,11 @@ class SequenceLayout:
         """``[N, ...]`` → ``[S, max_seqlen, ...]`` with ``fill`` at padded positions."""
         out = _ScatterRows.apply(flat, self.padded_index, self.num_sequences * self.max_seqlen, fill)
         return out.view(self.num_sequences, self.max_seqlen, *flat.shape[1:])
+
+    def as_rows(self, flat: torch.Tensor) -> torch.Tensor:
+        """``[N, ...]`` → ``[S, max_seqlen, ...]`` where the caller masks padding itself
+        (attention's key mask): a view when the layout allows one."""
+        return self.pad(flat)
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """``[S, max_seqlen, ...]`` → ``[N, ...]``."""
@@ -99,6 +111,52 @@ class _ScatterRows(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         (index,) = ctx.saved_tensors
         return grad.index_select(0, index), None, None, None
+
+
+@dataclass(eq=False)
+class PaddedRowsLayout(SequenceLayout):
+    """Each sequence keeps its whole padded row: the flat stream is ``[B * T]`` with padding.
+
+    Pad and unpad are views, the key mask is the caller's attention mask, and sequence
+    ``i`` starts at flat row ``i * T``. Padding rows go through the layers like real ones
+    (a few percent more work on BERT's mostly full-length pretraining rows) but are never
+    attended to and never reach a loss, so they get no gradient. Only the padded SDPA
+    attention runs on it.
+    """
+
+    key_mask: torch.Tensor | None = None  # [B, T] bool, True at real tokens
+
+    supports_varlen = False
+
+    @classmethod
+    def from_mask(cls, key_mask: torch.Tensor) -> "PaddedRowsLayout":
+        rows, row_len = key_mask.shape
+        starts = torch.arange(0, (rows + 1) * row_len, row_len, dtype=torch.int32, device=key_mask.device)
+        return cls(starts, row_len, key_mask.bool())
+
+    @cached_property
+    def lengths(self) -> torch.Tensor:
+        return self.key_mask.sum(1)
+
+    @cached_property
+    def padded_index(self) -> torch.Tensor:
+        return torch.arange(self.key_mask.numel(), device=self.key_mask.device)
+
+    @property
+    def key_padding_mask(self) -> torch.Tensor:
+        return self.key_mask
+
+    def pad(self, flat: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        rows = self.as_rows(flat)
+        mask = self.key_mask.view(*self.key_mask.shape, *(1,) * (flat.dim() - 1))
+        return rows.masked_fill(~mask, fill)
+
+    def as_rows(self, flat: torch.Tensor) -> torch.Tensor:
+        """The stream as ``[B, T, ...]``, a view: padding rows hold whatever the layers made of them."""
+        return flat.view(*self.key_mask.shape, *flat.shape[1:])
+
+    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
+        return padded.reshape(-1, *padded.shape[2:])
 
 
 @dataclass(eq=False)

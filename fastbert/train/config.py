@@ -64,6 +64,9 @@ class PretrainConfig:
     """Stop with a checkpoint after this much wall time."""
     num_workers: int = 2
     """DataLoader worker processes per rank (0 collates in the training process)."""
+    cuda_graphs: bool = False
+    """Replay forward + backward from CUDA graphs (one GPU, no DeepSpeed): batches are padded
+    to batch_size x the data's max_seq_len, removing the per-kernel launch cost."""
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PretrainConfig":
@@ -96,6 +99,7 @@ class PretrainConfig:
             optimizer=self.optimizer, total_steps=self.max_steps, warmup_steps=self.warmup_steps,
             warmup_ratio=self.warmup_ratio, grad_clip=self.grad_clip, grad_accum_steps=self.grad_accum_steps,
             micro_batch_size=self.batch_size, bf16=self.bf16, deepspeed_config=deepspeed_config, seed=self.seed,
+            cuda_graphs=self.cuda_graphs,
         )
 
 

@@ -62,6 +62,11 @@ class EngineConfig:
     """A DeepSpeed config dict; None trains in this process without DeepSpeed."""
     seed: int = 0
     """Seed for parameter init and dropout (set before the model is built)."""
+    cuda_graphs: bool = False
+    """Replay each micro-batch's forward + backward from a CUDA graph (local engine on CUDA;
+    see fastbert.train.cuda_graphs). Batches are padded to micro_batch_size x static_seq_len."""
+    static_seq_len: int | None = None
+    """Row length of CUDA-graph batches; None: the longest sequence rounded up to 64."""
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -71,6 +76,8 @@ class EngineConfig:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UserError(f"lr must be positive, got {self.lr}")
+        if self.cuda_graphs and self.deepspeed_config is not None:
+            raise UserError("cuda_graphs works with the local engine only; DeepSpeed runs its own step")
 
     @property
     def resolved_warmup_steps(self) -> int:
@@ -172,13 +179,32 @@ class LocalEngine(Engine):
         self._micro_step = 0
         self._global_step = 0
         self._grad_norm: float | None = None
+        self._graphed = None
+        self._graph_outputs = None
+        if config.cuda_graphs:
+            from .cuda_graphs import GraphedForwardBackward
+
+            self._graphed = GraphedForwardBackward(
+                self.module, self.autocast_dtype, 1.0 / config.grad_accum_steps,
+                rows=config.micro_batch_size, seq_len=config.static_seq_len,
+                pad_id=getattr(getattr(model, "config", None), "pad_token_id", 0) or 0,
+            )
 
     def __call__(self, **batch: Any) -> Any:
+        if self._graphed is not None:
+            # Forward and backward both ran in the replay; backward() below only checks.
+            self._graph_outputs = self._graphed(batch)
+            return self._graph_outputs
         batch = self.to_device(batch)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             return self.module(**batch)
 
     def backward(self, loss: torch.Tensor) -> None:
+        if self._graphed is not None:
+            if self._graph_outputs is None or loss is not self._graph_outputs.loss:
+                raise UserError("with cuda_graphs, backward() takes the loss of the last engine(**batch) call unchanged")
+            self._graph_outputs = None
+            return
         (loss / self.config.grad_accum_steps).backward()
 
     def step(self) -> None:
@@ -192,7 +218,8 @@ class LocalEngine(Engine):
             raise UserError(f"non-finite gradient norm ({self._grad_norm}) at step {self._global_step + 1}; the update was skipped")
         self.optimizer.step()
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        # A captured graph accumulates into the same .grad tensors on every replay.
+        self.optimizer.zero_grad(set_to_none=self._graphed is None)
         self._global_step += 1
 
     @property

@@ -28,13 +28,17 @@ class PretrainingMetrics:
     """MLM and NSP losses and accuracies (MLM over masked tokens, NSP over sequences)."""
 
     def batch_sums(self, batch: dict[str, Any], outputs: Any) -> dict[str, torch.Tensor | float]:
-        mlm_labels, nsp_labels = outputs.masked_lm_labels, batch["next_sentence_label"].to(outputs.seq_relationship_logits.device)
+        # Static-shape (CUDA graph) outputs carry ignored MLM rows, and dummy sequences
+        # after the batch's real ones: count only real labels and the first rows.
+        mlm_labels = outputs.masked_lm_labels
+        nsp_labels = batch["next_sentence_label"].to(outputs.seq_relationship_logits.device)
+        nsp_logits = outputs.seq_relationship_logits[: nsp_labels.numel()]
         return {
             "mlm_loss": outputs.mlm_loss.detach(),
             "nsp_loss": outputs.nsp_loss.detach(),
             "mlm_correct": (outputs.masked_lm_logits.argmax(-1) == mlm_labels).sum(),
-            "mlm_count": mlm_labels.numel(),
-            "nsp_correct": (outputs.seq_relationship_logits.argmax(-1) == nsp_labels).sum(),
+            "mlm_count": (mlm_labels != -100).sum(),
+            "nsp_correct": (nsp_logits.argmax(-1) == nsp_labels).sum(),
             "nsp_count": nsp_labels.numel(),
         }
 
@@ -114,7 +118,9 @@ def run_pretraining(
         raise UserError(f"{data_dir}: the data's vocabulary ({dataset.vocab_size}) is larger than the model's ({model.config.vocab_size})")
     model_flops = _flops_model(model)  # before ZeRO-3 partitions the parameters away
 
-    engine = build_engine(model, config.engine_config(deepspeed_config))
+    engine_config = config.engine_config(deepspeed_config)
+    engine_config.static_seq_len = dataset.max_seq_len  # the CUDA-graph row length, when graphs are on
+    engine = build_engine(model, engine_config)
     torch.manual_seed(config.seed + 1 + engine.rank)  # a distinct dropout stream per rank
     order = DataOrder(len(dataset), config.batch_size, config.grad_accum_steps, engine.world_size, engine.rank, config.seed)
     tokenizer = _find_tokenizer(dataset, tokenizer_dir)

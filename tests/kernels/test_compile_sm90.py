@@ -23,10 +23,10 @@ from triton.compiler import ASTSource
 from fastbert.kernels import triton_bias_gelu, triton_embedding_layer_norm, triton_layer_norm
 from fastbert.kernels._utils import num_warps
 
-FP32_POINTERS = {"mean_ptr", "rstd_ptr", "dsum_ptr", "dw_partial_ptr", "db_partial_ptr", "dx_bias_partial_ptr", "dbias_partial_ptr"}
-INDEX_POINTERS = {"ids_ptr", "tt_ptr", "pos_ptr"}
+FP32_POINTERS = {"mean_ptr", "rstd_ptr", "dsum_ptr", "dword_ptr", "dpos_ptr", "dtt_partial_ptr", "dw_partial_ptr", "db_partial_ptr", "dx_bias_partial_ptr", "dbias_partial_ptr"}
+INDEX_POINTERS = {"ids_ptr", "tt_ptr", "pos_ptr", "seed_ptr"}
 FLOATS = {"eps", "dropout_p", "dropout_scale"}
-BLOCKS = {"BLOCK_R": 4, "BLOCK_H": 1024, "BLOCK_C": 1024}
+BLOCKS = {"BLOCK_R": 4, "BLOCK_H": 1024, "BLOCK_C": 1024, "BLOCK_T": 2}
 
 def arg_type(name):
     if name in FP32_POINTERS:

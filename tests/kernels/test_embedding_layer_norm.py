@@ -68,3 +68,49 @@ def test_refuses_tables_of_different_widths():
             *flat_ids(3).values(), t["word_embeddings"], t["token_type_embeddings"],
             torch.randn(MAX_POSITIONS, 32), t["weight"], t["bias"], EPS,
         )
+
+
+@pytest.fixture
+def deterministic_algorithms():
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    yield
+    torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+@pytest.fixture
+def torch_scatters(monkeypatch):
+    """Counts the table gradients that torch's embedding backward scatters (the fallback path)."""
+    from fastbert.kernels import triton_embedding_layer_norm as module
+
+    calls = []
+    original = module._table_grad
+    monkeypatch.setattr(module, "_table_grad", lambda *args: calls.append(1) or original(*args))
+    return calls
+
+
+def test_default_mode_adds_into_the_tables_in_the_kernel(torch_scatters):
+    check_against_reference("embedding_layer_norm", {**flat_ids(130), **tables(384)}, torch.float32, eps=EPS)
+    assert torch_scatters == []
+
+
+@pytest.mark.usefixtures("deterministic_algorithms")
+def test_deterministic_mode_scatters_through_torch_and_matches_reference(torch_scatters):
+    check_against_reference("embedding_layer_norm", {**flat_ids(130), **tables(384)}, torch.float32, eps=EPS)
+    assert len(torch_scatters) == 3
+
+
+def test_many_token_types_fall_back_to_torch_scatter_and_match_reference(torch_scatters):
+    inputs = {**flat_ids(130), **tables(384)}
+    inputs["token_type_ids"] = torch.randint(0, 11, (130,))  # more types than the kernel sums in registers
+    inputs["token_type_embeddings"] = torch.randn(11, 384)
+    check_against_reference("embedding_layer_norm", inputs, torch.float32, eps=EPS)
+    assert len(torch_scatters) == 3
+
+
+@pytest.mark.parametrize("types", [1, 3])
+def test_odd_token_type_counts_match_reference(types):
+    inputs = {**flat_ids(130), **tables(768)}
+    inputs["token_type_ids"] = torch.randint(0, types, (130,))
+    inputs["token_type_embeddings"] = torch.randn(types, 768)
+    check_against_reference("embedding_layer_norm", inputs, torch.float32, eps=EPS)

@@ -60,9 +60,10 @@ def test_matches_reference_on_gpu(op, make_inputs, hidden, options, dtype):
 
 @pytest.fixture
 def deterministic_torch():
-    """torch's CUDA embedding backward, which scatters the table gradients, repeats bit for
-    bit only in deterministic mode (beyond a few thousand tokens); the kernels' own
-    reductions must repeat in any mode."""
+    """The embedding tables' gradients are atomic adds (the kernel's, or torch's CUDA
+    scatter), which repeat bit for bit only in deterministic mode, where the kernel hands
+    them to torch's deterministic embedding backward; every other reduction must repeat
+    in any mode."""
     previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     yield

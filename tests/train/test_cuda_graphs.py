@@ -1,0 +1,148 @@
+"""CUDA-graph training steps: the static batch a graph replays (CPU), and the graphed engine
+against the eager one (GPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastbert import BertConfig, BertForPreTraining
+from fastbert.data.collator import IGNORE_INDEX, to_padded
+from fastbert.errors import UserError
+from fastbert.train.cuda_graphs import static_batch
+from fastbert.train.engine import EngineConfig, LocalEngine
+
+VOCAB = 300
+
+
+def flat_batch(lengths: list[int], seed: int = 0) -> dict:
+    """A batch as the pretraining collator makes it: flat tokens, cu_seqlens, MLM labels."""
+    g = torch.Generator().manual_seed(seed)
+    total = sum(lengths)
+    ids = torch.randint(5, VOCAB, (total,), generator=g)
+    labels = torch.where(torch.rand(total, generator=g) < 0.15, ids, IGNORE_INDEX)
+    labels[0] = ids[0]
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    return {
+        "input_ids": ids,
+        "token_type_ids": (torch.rand(total, generator=g) < 0.5).long(),
+        "position_ids": torch.cat([torch.arange(n) for n in lengths]),
+        "cu_seqlens": cu,
+        "max_seqlen": max(lengths),
+        "labels": labels,
+        "next_sentence_label": torch.randint(0, 2, (len(lengths),), generator=g),
+    }
+
+
+def tiny_model(dropout: float = 0.0) -> BertForPreTraining:
+    torch.manual_seed(0)
+    config = BertConfig.preset("tiny", vocab_size=VOCAB, max_position_embeddings=64,
+                               hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    return BertForPreTraining(config)
+
+
+def test_static_batch_pads_rows_and_columns_with_ignored_dummies():
+    batch = flat_batch([5, 3, 7])
+    static, shape = static_batch(batch, rows=4, seq_len=16, pad_id=0)
+    assert (shape.rows, shape.seq_len) == (4, 16)
+    assert static["input_ids"].shape == static["attention_mask"].shape == static["labels"].shape == (4, 16)
+    reference = to_padded(batch, pad_id=0)
+    assert torch.equal(static["input_ids"][:3, :7], reference["input_ids"])
+    assert torch.equal(static["attention_mask"][:3, :7], reference["attention_mask"])
+    assert torch.equal(static["labels"][:3, :7], reference["labels"])
+    assert not static["attention_mask"][:, 7:].any()
+    # The dummy row has one token, no MLM label and an ignored NSP label.
+    assert static["attention_mask"][3].tolist() == [1] + [0] * 15
+    assert (static["labels"][3] == IGNORE_INDEX).all()
+    assert static["next_sentence_label"].tolist() == batch["next_sentence_label"].tolist() + [IGNORE_INDEX]
+    masked = int((batch["labels"] != IGNORE_INDEX).sum())
+    assert masked <= shape.masked_rows and shape.masked_rows % 64 == 0
+
+
+def test_static_batch_row_length_defaults_to_a_multiple_of_64_and_refuses_misfits():
+    _, shape = static_batch(flat_batch([70, 3]), rows=2, seq_len=None, pad_id=0)
+    assert shape.seq_len == 128
+    with pytest.raises(UserError, match="does not fit the CUDA-graph shape 2 x 16"):
+        static_batch(flat_batch([5, 3, 7]), rows=2, seq_len=16, pad_id=0)
+    with pytest.raises(UserError, match="does not fit"):
+        static_batch(flat_batch([20]), rows=2, seq_len=16, pad_id=0)
+    regression = {"input_ids": torch.ones(2, 4, dtype=torch.long), "labels": torch.tensor([0.5, 1.0])}
+    with pytest.raises(UserError, match="regression"):
+        static_batch(regression, rows=2, seq_len=16, pad_id=0)
+
+
+def test_static_batch_of_a_classification_batch_keeps_per_sequence_labels():
+    batch = flat_batch([5, 3, 7])
+    batch["labels"] = torch.tensor([1, 0, 1])
+    del batch["next_sentence_label"]
+    static, shape = static_batch(batch, rows=4, seq_len=8, pad_id=0)
+    assert static["labels"].tolist() == [1, 0, 1, IGNORE_INDEX] and shape.masked_rows is None
+    assert static["input_ids"].shape == (4, 8)
+
+
+def test_model_on_static_batch_equals_model_on_flat_batch():
+    model = tiny_model()
+    batch = flat_batch([9, 4, 12, 1], seed=3)
+    static, shape = static_batch(batch, rows=6, seq_len=32, pad_id=0)
+    flat = model(**{k: v for k, v in batch.items()})
+    padded = model(**static, keep_padding=True, max_masked_tokens=shape.masked_rows)
+    torch.testing.assert_close(padded.mlm_loss, flat.mlm_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(padded.nsp_loss, flat.nsp_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(padded.seq_relationship_logits[:4], flat.seq_relationship_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_engine_refuses_cuda_graphs_off_cuda_and_with_deepspeed():
+    with pytest.raises(UserError, match="CUDA graphs need a CUDA device"):
+        LocalEngine(tiny_model(), EngineConfig(cuda_graphs=True, micro_batch_size=4), device=torch.device("cpu"))
+    with pytest.raises(UserError, match="local engine only"):
+        EngineConfig(cuda_graphs=True, deepspeed_config={"zero_optimization": {"stage": 2}})
+
+
+# --------------------------------------------------------------------------------------------- GPU
+def run_steps(engine: LocalEngine, batches: list[dict]) -> list[float]:
+    losses = []
+    for batch in batches:
+        out = engine(**batch)
+        losses.append(out.loss.item())
+        engine.backward(out.loss)
+        engine.step()
+    return losses
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_graphed_engine_trains_like_the_eager_engine(accumulation):
+    batches = [flat_batch([30, 17, 25, 9], seed=s) for s in range(8)]
+    runs = {}
+    for graphs in (False, True):
+        torch.manual_seed(0)
+        config = EngineConfig(lr=1e-3, warmup_steps=0, total_steps=8, grad_accum_steps=accumulation,
+                              micro_batch_size=4, cuda_graphs=graphs, static_seq_len=32)
+        engine = LocalEngine(tiny_model(), config, device=torch.device("cuda"))
+        start = torch.cat([p.detach().flatten().clone() for p in engine.module.parameters()])
+        losses = run_steps(engine, batches)
+        update = torch.cat([p.detach().flatten() for p in engine.module.parameters()]) - start
+        runs[graphs] = (losses, update, engine)
+    (eager, eager_update, _), (graphed, graphed_update, engine) = runs[False], runs[True]
+    # bf16 autocast on both sides; the graphed side also runs padding rows through the layers.
+    assert graphed == pytest.approx(eager, rel=2e-2), (graphed, eager)
+    assert engine.global_step == 8 // accumulation and len(engine._graphed.graphs) == 1
+    cosine = torch.nn.functional.cosine_similarity(graphed_update, eager_update, dim=0)
+    assert graphed_update.norm() > 0 and cosine > 0.98, float(cosine)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernels", ["triton", "torch"])
+def test_graph_replays_draw_fresh_dropout_masks(kernels, monkeypatch):
+    monkeypatch.setenv("FASTBERT_KERNELS", kernels)
+    config = EngineConfig(lr=1e-9, warmup_steps=0, micro_batch_size=4, cuda_graphs=True, static_seq_len=32)
+    engine = LocalEngine(tiny_model(dropout=0.3), config, device=torch.device("cuda"))
+    batch = flat_batch([30, 17, 25, 9])
+    losses = run_steps(engine, [batch] * 4)
+    # Same batch, (almost) unchanged weights: only dropout can move the loss. A seed frozen
+    # into the graph would replay one mask and give four equal losses.
+    assert len(set(losses)) == 4, losses
+    torch.manual_seed(7)
+    first = run_steps(engine, [batch])
+    torch.manual_seed(7)
+    assert run_steps(engine, [batch]) == pytest.approx(first, rel=1e-3)  # and manual_seed still reproduces them
