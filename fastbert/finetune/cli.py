@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     seeds.add_argument("--seeds", type=_seed_list, help="comma-separated seeds, e.g. 1,2,3 (one run each)")
     parser.add_argument("--deepspeed", type=Path, default=None, metavar="CONFIG", help="DeepSpeed JSON config")
     parser.add_argument("--max-train-examples", type=int, default=None, metavar="N")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="replay training steps from CUDA graphs (classification tasks, one GPU)")
     parser.set_defaults(func=run)
 
 
@@ -62,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
             seeds=args.seeds or (args.seed,),
             deepspeed_config=_read_deepspeed_config(args.deepspeed),
             max_train_examples=args.max_train_examples,
+            cuda_graphs=args.cuda_graphs,
             command=["fastbert", *sys.argv[1:]],
         )
     )

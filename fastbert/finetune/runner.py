@@ -31,7 +31,7 @@ from .collate import collate, epoch_order, rank_batches
 from .encoding import PairEncoder
 from .evaluate import evaluate
 from .features import Split, build_split
-from .tasks import MULTIPLE_CHOICE, SPAN, Task, get_task
+from .tasks import CLASSIFICATION, MULTIPLE_CHOICE, SPAN, Task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ class FinetuneConfig:
     deepspeed_config: dict[str, Any] | None = field(default=None, repr=False)
     max_train_examples: int | None = None
     """Train on the first N training examples only (quick runs)."""
+    cuda_graphs: bool = False
+    """Replay training steps from CUDA graphs (classification tasks, one GPU; see fastbert.train.cuda_graphs)."""
     command: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -75,6 +77,8 @@ class FinetuneConfig:
 def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
     """Train and evaluate every seed; write ``results.json`` into ``config.out`` and return it."""
     task = get_task(config.task)
+    if config.cuda_graphs and task.kind != CLASSIFICATION:
+        raise UserError(f"--cuda-graphs supports classification tasks; {task.name} is a {task.kind} task")
     paths = task.files(config.data_dir)
     tokenizer = load_tokenizer(config.init)
     encoder = PairEncoder(tokenizer.backend)
@@ -152,6 +156,7 @@ def _engine_config(config: FinetuneConfig, task: Task, seed: int, num_items: int
         micro_batch_size=config.batch_size,
         deepspeed_config=config.deepspeed_config,
         seed=seed,
+        cuda_graphs=config.cuda_graphs,  # rows padded to the longest sequence rounded up to 64
     )
 
 

@@ -151,8 +151,7 @@ class GraphedForwardBackward:
         self.graphs: dict[tuple, _Captured] = {}
         self.pool = None
         self.device = next(module.parameters()).device
-        if self.device.type != "cuda":
-            raise UserError(f"CUDA graphs need a CUDA device; the model is on {self.device.type}")
+        _require_cuda(self.device)
 
     def __call__(self, batch: dict[str, Any]) -> Any:
         host_batch, shape = static_batch(_to_cpu(batch), self.rows, self.seq_len, self.pad_id)
@@ -205,6 +204,11 @@ class GraphedForwardBackward:
             for p, saved in zip(params, accumulated):
                 p.grad.copy_(saved)
         return _Captured(graph, inputs, outputs)
+
+
+def _require_cuda(device: torch.device) -> None:
+    if device.type != "cuda":
+        raise UserError(f"CUDA graphs need a CUDA device; the model is on {device.type}")
 
 
 def _to_cpu(batch: dict[str, Any]) -> dict[str, Any]:

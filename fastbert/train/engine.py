@@ -191,8 +191,9 @@ class LocalEngine(Engine):
             )
 
     def __call__(self, **batch: Any) -> Any:
-        if self._graphed is not None:
+        if self._graphed is not None and self.module.training and torch.is_grad_enabled():
             # Forward and backward both ran in the replay; backward() below only checks.
+            # (Evaluation, in eval mode or under no_grad, runs eagerly.)
             self._graph_outputs = self._graphed(batch)
             return self._graph_outputs
         batch = self.to_device(batch)

@@ -98,6 +98,82 @@ def test_engine_refuses_cuda_graphs_off_cuda_and_with_deepspeed():
         EngineConfig(cuda_graphs=True, deepspeed_config={"zero_optimization": {"stage": 2}})
 
 
+def test_finetune_refuses_cuda_graphs_for_tasks_other_than_classification(tmp_path):
+    from fastbert.finetune.runner import FinetuneConfig, run_finetune
+
+    config = FinetuneConfig(task="stsb", data_dir=tmp_path, init=tmp_path, out=tmp_path / "out", cuda_graphs=True)
+    with pytest.raises(UserError, match="supports classification tasks; stsb is a regression task"):
+        run_finetune(config)
+
+
+@pytest.fixture
+def emulated_cuda_graphs(monkeypatch):
+    """CUDA-graph semantics on a CPU, for the engine and loop plumbing around them: capture
+    runs its body once (as warmup would; the engine restores the gradients after it) and a
+    replay re-runs that body on the same input buffers, writing into the captured outputs."""
+    import contextlib
+    import dataclasses
+
+    from fastbert.train import cuda_graphs
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    class Graph:
+        def replay(self):
+            self.body()
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
+    monkeypatch.setattr(torch.cuda, "graph", lambda graph, pool=None, capture_error_mode="global": contextlib.nullcontext())
+    monkeypatch.setattr(cuda_graphs, "_require_cuda", lambda device: None)
+    capture = cuda_graphs.GraphedForwardBackward._capture
+
+    def capture_with_replay(self, host_batch, shape):
+        captured = capture(self, host_batch, shape)
+
+        def body():
+            fresh = self._forward_backward(captured.inputs, shape)
+            with torch.no_grad():
+                for field in dataclasses.fields(fresh):
+                    value = getattr(fresh, field.name)
+                    if torch.is_tensor(value):
+                        getattr(captured.outputs, field.name).copy_(value)
+
+        captured.graph.body = body
+        return captured
+
+    monkeypatch.setattr(cuda_graphs.GraphedForwardBackward, "_capture", capture_with_replay)
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_training_loop_with_emulated_graphs_logs_what_eager_training_logs(emulated_cuda_graphs, tmp_path, accumulation):
+    from fastbert.train.loop import LoopConfig, train
+    from fastbert.train.pretrain import PretrainingMetrics
+
+    batches = [flat_batch([9, 4, 12, 6 - s % 3], seed=s) for s in range(8)]
+    records = {}
+    for graphs in (False, True):
+        torch.manual_seed(0)
+        config = EngineConfig(lr=1e-3, warmup_steps=0, total_steps=8, grad_accum_steps=accumulation,
+                              micro_batch_size=5, cuda_graphs=graphs, static_seq_len=16)
+        engine = LocalEngine(tiny_model(), config, device=torch.device("cpu"))
+        loop = LoopConfig(out_dir=tmp_path / str(graphs), max_steps=8 // accumulation,
+                          grad_accum_steps=accumulation, log_every=1, progress=False)
+        result = train(engine, lambda step: iter(batches), loop, PretrainingMetrics())
+        records[graphs] = result.records
+        if graphs:
+            assert len(engine._graphed.graphs) == 1 and engine.global_step == 8 // accumulation
+    for eager, graphed in zip(records[False], records[True], strict=True):
+        for key in ("loss", "mlm_loss", "nsp_loss", "mlm_acc", "nsp_acc", "grad_norm"):
+            assert graphed[key] == pytest.approx(eager[key], rel=1e-4, abs=1e-6), key
+        assert graphed["tokens_per_s"] > 0
+
+
 # --------------------------------------------------------------------------------------------- GPU
 def run_steps(engine: LocalEngine, batches: list[dict]) -> list[float]:
     losses = []
@@ -129,6 +205,19 @@ def test_graphed_engine_trains_like_the_eager_engine(accumulation):
     assert engine.global_step == 8 // accumulation and len(engine._graphed.graphs) == 1
     cosine = torch.nn.functional.cosine_similarity(graphed_update, eager_update, dim=0)
     assert graphed_update.norm() > 0 and cosine > 0.98, float(cosine)
+
+
+@pytest.mark.gpu
+def test_evaluation_runs_eagerly_beside_a_graphed_training_step():
+    config = EngineConfig(lr=1e-3, warmup_steps=0, micro_batch_size=4, cuda_graphs=True, static_seq_len=32)
+    engine = LocalEngine(tiny_model(), config, device=torch.device("cuda"))
+    batch = flat_batch([30, 17, 25, 9])
+    run_steps(engine, [batch])
+    with torch.no_grad():
+        logits = engine(**batch).seq_relationship_logits
+    assert logits.shape == (4, 2)  # the eager model's own rows, not the graph's padded ones
+    engine.module.eval()
+    assert engine(**batch).seq_relationship_logits.shape == (4, 2)
 
 
 @pytest.mark.gpu
