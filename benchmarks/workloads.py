@@ -120,6 +120,8 @@ IMPLEMENTATIONS = ("fastbert", "fastbert-torch", "transformers-sdpa")
 """fastbert as configured (Triton kernels on CUDA), fastbert forced onto its torch reference ops, transformers."""
 GRAPHED = "fastbert-graphs"
 """fastbert with forward + backward replayed from a CUDA graph (``cuda_graphs: true``); CUDA only."""
+COMPILED = "fastbert-torch-compile"
+"""torch.compile (inductor) of fastbert's torch reference ops, on the graphed variant's static batches."""
 
 
 def save_initial_weights(task: str, config: BertConfig, directory: str) -> None:
@@ -136,7 +138,7 @@ def load_model(task: str, impl: str, directory: str, device: torch.device) -> to
         cls = {"pretraining": transformers.BertForPreTraining, "classification": transformers.BertForSequenceClassification}[task]
         model = cls.from_pretrained(directory, attn_implementation="sdpa")
     else:
-        overrides = {"kernel_backend": "torch"} if impl == "fastbert-torch" else {}
+        overrides = {"kernel_backend": "torch"} if impl in ("fastbert-torch", COMPILED) else {}
         model = FASTBERT_CLASSES[task].from_pretrained(directory, **overrides)
     return model.to(device).train()
 
@@ -176,6 +178,29 @@ def graphed_train_step(model: torch.nn.Module, autocast_dtype: torch.dtype | Non
         graphed(batch.flat)
         optimizer.step()
         optimizer.zero_grad(set_to_none=False)  # the graph accumulates into these .grad tensors
+
+    return step
+
+
+def compiled_train_step(model: torch.nn.Module, autocast_dtype: torch.dtype | None, rows: int, seq_len: int) -> Callable[[Batch], None]:
+    """:func:`train_step` through ``torch.compile(model)``, fed what :func:`graphed_train_step`
+    feeds its graph (host batches padded to ``rows x seq_len``, a fixed number of MLM rows),
+    so one compilation serves every batch."""
+    from fastbert.train.cuda_graphs import static_batch
+
+    compiled = torch.compile(model)
+    optimizer = torch.optim.AdamW(model.parameters(), **ADAMW)
+    device = next(model.parameters()).device
+
+    def step(batch: Batch) -> None:
+        host, shape = static_batch(batch.flat, rows, seq_len, pad_id=0)
+        inputs = {k: v.to(device, non_blocking=True) for k, v in host.items()}
+        extra = {} if shape.masked_rows is None else {"max_masked_tokens": shape.masked_rows}
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            loss = compiled(**inputs, keep_padding=True, **extra).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
     return step
 

@@ -13,10 +13,23 @@ data on the host (what CUDA-graph capture requires; see ``fastbert.train.cuda_gr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 import torch.nn.functional as F
+
+
+class cached_property:  # noqa: N801 (named after the functools decorator it replaces)
+    """``functools.cached_property`` without its lock: Python 3.11's RLock stops
+    torch.compile from tracing the model (Python 3.12 dropped the lock too)."""
+
+    def __init__(self, fn):
+        self.fn, self.name, self.__doc__ = fn, fn.__name__, fn.__doc__
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
 
 
 @dataclass(eq=False)

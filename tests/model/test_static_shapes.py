@@ -105,3 +105,18 @@ def test_padded_rows_layout_views_and_fill():
     assert torch.equal(layout.first_token_index, torch.tensor([0, 3]))
     assert torch.equal(layout.lengths, torch.tensor([2, 1]))
     assert layout.num_sequences == 2 and layout.max_seqlen == 3
+
+
+def test_static_step_traces_as_one_graph_for_torch_compile():
+    # fullgraph=True refuses any graph break (a host read, an untraceable helper); aot_eager
+    # traces forward and backward without inductor's code generation, so this stays quick.
+    model = make_model()
+    ids, mask, token_types, labels, nsp = padded_batch(LENGTHS)
+    batch = dict(attention_mask=mask, token_type_ids=token_types, labels=labels, next_sentence_label=nsp,
+                 keep_padding=True, max_masked_tokens=masked_capacity(labels))
+    expected = model(ids, **batch)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    out = compiled(ids, **batch)
+    out.loss.backward()
+    torch.testing.assert_close(out.loss, expected.loss, rtol=1e-5, atol=1e-6)
+    assert all(p.grad is not None for p in model.parameters())

@@ -229,8 +229,9 @@ def test_graph_replays_draw_fresh_dropout_masks(kernels, monkeypatch):
     batch = flat_batch([30, 17, 25, 9])
     losses = run_steps(engine, [batch] * 4)
     # Same batch, (almost) unchanged weights: only dropout can move the loss. A seed frozen
-    # into the graph would replay one mask and give four equal losses.
-    assert len(set(losses)) == 4, losses
+    # into the graph would replay one mask and give four (nearly) equal losses.
+    gaps = [abs(a - b) / abs(a) for i, a in enumerate(losses) for b in losses[i + 1:]]
+    assert min(gaps) > 1e-4, losses
     torch.manual_seed(7)
     first = run_steps(engine, [batch])
     torch.manual_seed(7)
