@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Everything a short GPU loan should run, in one call (under 9 minutes on one H100):
+#   benchmarks/gpu_session.sh [OUT_DIR]
+# 1. the CUDA correctness checks (`pytest -m gpu tests`: kernels against fp64, bitwise
+#    repeats, dropout replay, model parity, CUDA-graph training against eager) -> OUT/gpu_tests.log
+# 2. the benchmark suite (benchmarks/gpu_suite.sh), whose summary table is printed last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python}
+OUT=${1:-benchmarks/results/$(date +%F)-gpu}
+mkdir -p "$OUT"
+if ! "$PYTHON" -c "import fastbert.kernels" 2>/dev/null; then
+    "$PYTHON" -m pip install --no-deps --no-build-isolation -q -e . || export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+echo "=== gpu tests (limit 150s)"
+timeout 150 "$PYTHON" -m pytest -q -m gpu tests -p no:cacheprovider >"$OUT/gpu_tests.log" 2>&1
+echo "gpu tests exit $? ($(tail -n 1 "$OUT/gpu_tests.log"))"
+grep -E "^(FAILED|ERROR)" "$OUT/gpu_tests.log" | head -n 20
+bash benchmarks/gpu_suite.sh "$OUT"
