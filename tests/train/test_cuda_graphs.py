@@ -150,10 +150,14 @@ def emulated_cuda_graphs(monkeypatch):
     monkeypatch.setattr(cuda_graphs.GraphedForwardBackward, "_capture", capture_with_replay)
 
 
-@pytest.mark.parametrize("accumulation", [1, 2])
-def test_training_loop_with_emulated_graphs_logs_what_eager_training_logs(emulated_cuda_graphs, tmp_path, accumulation):
+@pytest.mark.parametrize("accumulation, kernels", [(1, "torch"), (2, "torch"), (2, "triton")])
+def test_training_loop_with_emulated_graphs_logs_what_eager_training_logs(
+    emulated_cuda_graphs, tmp_path, monkeypatch, accumulation, kernels
+):
     from fastbert.train.loop import LoopConfig, train
     from fastbert.train.pretrain import PretrainingMetrics
+
+    monkeypatch.setenv("FASTBERT_KERNELS", kernels)  # triton: through the interpreter here
 
     batches = [flat_batch([9, 4, 12, 6 - s % 3], seed=s) for s in range(8)]
     records = {}
