@@ -114,10 +114,24 @@ def rounded_to(x, dtype: tl.constexpr):
 
 
 @triton.jit
-def dropout_keep(seed_ptr, offsets, p):
-    """Which elements survive dropout; the same seed and offsets give the same mask, so
-    backward regenerates it instead of storing it. The seed is read from ``seed_ptr``."""
-    return tl.rand(tl.load(seed_ptr), offsets) >= p
+def dropout_keep(seed_ptr, rows, p, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Which elements of a ``[BLOCK_R, BLOCK_H]`` row tile survive dropout.
+
+    A function of (seed, row, column) only, so backward regenerates the forward's mask
+    instead of storing it. One Philox call (ten rounds of 32-bit multiplies) yields four
+    random words; each serves four neighbouring columns. ``tl.rand`` draws one call per
+    element and throws three words away: on an H200 every kernel with dropout then took
+    about 0.2 ms at 32768 x 768 whatever its memory traffic, and the sm_90 PTX of the
+    LayerNorm forward had 258 ``mul.hi`` per thread against 74 with this (not yet timed).
+    """
+    groups = rows[:, None] * (BLOCK_H // 4) + tl.arange(0, BLOCK_H // 4)[None, :]
+    r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), groups.to(tl.int32))
+    # [R, H/4] x4 -> [R, H/4, 2, 2] -> [R, H]: join adds the last axis, so element
+    # [g, i, j] is word 2i + j of group g, and column 4g + k takes word k.
+    words = tl.reshape(tl.join(tl.join(r0, r2), tl.join(r1, r3)), [BLOCK_R, BLOCK_H])
+    # P(word < threshold) = p to within 2^-24; the clamp keeps p just below 1 from overflowing uint32.
+    threshold = tl.cast(tl.minimum(p * 4294967296.0, 4294967040.0), tl.uint32)
+    return words >= threshold
 
 
 @triton.jit

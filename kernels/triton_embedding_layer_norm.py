@@ -63,7 +63,7 @@ def _embedding_layer_norm_fwd_kernel(
     b = tl.load(b_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
     y, mean, rstd = layer_norm_rows(h, w, b, mask, n_cols, eps)
     if HAS_DROPOUT:
-        y = tl.where(dropout_keep(seed_ptr, offsets.to(tl.int32), dropout_p), y * dropout_scale, 0.0)
+        y = tl.where(dropout_keep(seed_ptr, rows, dropout_p, BLOCK_R, BLOCK_H), y * dropout_scale, 0.0)
     tl.store(y_ptr + offsets, rounded_to(y, y_ptr.dtype.element_ty), mask=mask)
     tl.store(mean_ptr + rows, mean, mask=row_mask)
     tl.store(rstd_ptr + rows, rstd, mask=row_mask)
@@ -93,7 +93,7 @@ def _embedding_layer_norm_bwd_kernel(
         xhat = normalized_rows(h, mean, rstd, mask)
         dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
         if HAS_DROPOUT:
-            dy = tl.where(dropout_keep(seed_ptr, offsets.to(tl.int32), dropout_p), dy * dropout_scale, 0.0)
+            dy = tl.where(dropout_keep(seed_ptr, rows, dropout_p, BLOCK_R, BLOCK_H), dy * dropout_scale, 0.0)
         dw += tl.sum(dy * xhat, axis=0)
         db += tl.sum(dy, axis=0)
         dsum = layer_norm_rows_grad(dy, xhat, w, rstd, n_cols)

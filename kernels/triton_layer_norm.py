@@ -46,7 +46,7 @@ def _layer_norm_fwd_kernel(
     if HAS_X_BIAS:
         h += tl.load(x_bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
     if HAS_DROPOUT:
-        h = tl.where(dropout_keep(seed_ptr, offsets.to(tl.int32), dropout_p), h * dropout_scale, 0.0)
+        h = tl.where(dropout_keep(seed_ptr, rows, dropout_p, BLOCK_R, BLOCK_H), h * dropout_scale, 0.0)
     if HAS_RESIDUAL:
         h += tl.load(residual_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     if STORE_H:
@@ -88,7 +88,7 @@ def _layer_norm_bwd_kernel(
             # A separate buffer even when equal to dx: autograd may accumulate into either in place.
             tl.store(dresidual_ptr + offsets, rounded_to(dh, dresidual_ptr.dtype.element_ty), mask=mask)
         if HAS_DROPOUT:
-            dx = tl.where(dropout_keep(seed_ptr, offsets.to(tl.int32), dropout_p), dh * dropout_scale, 0.0)
+            dx = tl.where(dropout_keep(seed_ptr, rows, dropout_p, BLOCK_R, BLOCK_H), dh * dropout_scale, 0.0)
         else:
             dx = dh
         tl.store(dx_ptr + offsets, rounded_to(dx, dx_ptr.dtype.element_ty), mask=mask)

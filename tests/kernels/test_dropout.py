@@ -53,6 +53,20 @@ def assert_keep_fraction_plausible(mask: torch.Tensor) -> None:
     assert abs(mask.double().mean().item() - (1 - P)) < 5 * sigma
 
 
+def test_mask_lanes_and_rows_are_independent():
+    # One random word serves four neighbouring columns: each column of a group must take a
+    # different word (no two lanes alike) and each row its own groups.
+    kept = layer_norm_mask(seed=4).double()
+    limit = 5 / math.sqrt(ROWS * (HIDDEN // 4))
+    for lane in range(4):
+        assert_keep_fraction_plausible(kept[:, lane::4].bool())
+    for a, b in ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3), (3, 4)):  # (3, 4): across a group boundary
+        columns = kept[:, a : HIDDEN - 4 : 4].flatten(), kept[:, b : HIDDEN - 4 + b - a : 4].flatten()
+        assert abs(torch.corrcoef(torch.stack(columns))[0, 1].item()) < limit, (a, b)
+    rows = kept[:-1].flatten(), kept[1:].flatten()
+    assert abs(torch.corrcoef(torch.stack(rows))[0, 1].item()) < 5 / math.sqrt(ROWS * HIDDEN)
+
+
 def test_embedding_dropout_rate_and_backward_replay():
     inputs = cast_inputs(embedding_inputs(), torch.float32)
     torch.manual_seed(0)
