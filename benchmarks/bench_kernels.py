@@ -170,6 +170,29 @@ def time_directions(fn: Callable, inputs: dict, options: dict, warmup: int, reps
     return {name: cuda_time(f, warmup, reps) for name, f in zip(DIRECTIONS, (forward, backward, both))}
 
 
+def compiled_reference(op: str, backend: str = "inductor") -> Callable:
+    """torch.compile of the op's torch reference, fit for :func:`time_directions`.
+
+    That timing replays one backward graph (retain_graph=True); compiled backwards donate
+    their saved buffers unless told not to, and then refuse a second backward (the error
+    the first H200 run hit).
+    """
+    from fastbert.kernels import reference
+
+    import torch._functorch.config as functorch_config
+
+    if hasattr(functorch_config, "donated_buffer"):
+        functorch_config.donated_buffer = False
+    return torch.compile(getattr(reference, op), backend=backend)
+
+
+def mark_token_dim_dynamic(inputs: dict, tokens: int) -> None:
+    """One compiled graph serves every token count (fewer recompiles)."""
+    for t in inputs.values():
+        if t.shape[0] == tokens:
+            torch._dynamo.mark_dynamic(t, 0)
+
+
 def run(reps: int, warmup: int, compile_reference: bool) -> tuple[list[Row], float]:
     from fastbert.kernels import reference, triton_ops
 
@@ -178,20 +201,11 @@ def run(reps: int, warmup: int, compile_reference: bool) -> tuple[list[Row], flo
     for op in OPS:
         impls = {"triton": getattr(triton_ops, op), "eager": getattr(reference, op)}
         if compile_reference:
-            # The timing loop replays one backward graph (retain_graph=True); compiled
-            # backwards donate their saved buffers unless told not to, and then refuse that.
-            import torch._functorch.config as functorch_config
-
-            if hasattr(functorch_config, "donated_buffer"):
-                functorch_config.donated_buffer = False
-            impls["compiled"] = torch.compile(getattr(reference, op))
+            impls["compiled"] = compiled_reference(op)
         for hidden in HIDDEN:
             for tokens in TOKENS:
                 inputs, options = make_inputs(op, tokens, hidden)
-                for t in inputs.values():
-                    if t.shape[0] == tokens:
-                        # One compiled graph serves every token count (fewer recompiles).
-                        torch._dynamo.mark_dynamic(t, 0)
+                mark_token_dim_dynamic(inputs, tokens)
                 for impl, fn in impls.items():
                     for direction, ms in time_directions(fn, inputs, options, warmup, reps).items():
                         gbps = ideal_bytes(op, direction, tokens, hidden) / ms / 1e6

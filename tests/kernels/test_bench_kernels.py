@@ -71,3 +71,17 @@ def test_every_direction_runs_the_op(bench, monkeypatch, op):
     inputs, options = bench.make_inputs(op, 16, 64, device="cpu", dtype=torch.float32)
     times = bench.time_directions(getattr(reference, op), inputs, options, warmup=1, reps=2)
     assert times == {"forward": 1.0, "backward": 1.0, "both": 1.0} and calls == [3, 3, 3]
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "bias_gelu", "embedding_layer_norm"])
+def test_compiled_baseline_survives_the_replayed_backward(bench, monkeypatch, op):
+    # The H200 run's compiled baseline died on the second backward of one graph (donated
+    # buffers). aot_eager goes through the same AOTAutograd path without code generation.
+    import torch._functorch.config as functorch_config
+
+    monkeypatch.setattr(functorch_config, "donated_buffer", True)  # the default; restored after the test
+    monkeypatch.setattr(bench, "cuda_time", lambda fn, warmup, reps: [fn() for _ in range(3)] and 1.0)
+    inputs, options = bench.make_inputs(op, 300, 64, device="cpu", dtype=torch.float32)
+    bench.mark_token_dim_dynamic(inputs, 300)
+    times = bench.time_directions(bench.compiled_reference(op, backend="aot_eager"), inputs, options, warmup=1, reps=2)
+    assert times == {"forward": 1.0, "backward": 1.0, "both": 1.0}
