@@ -251,8 +251,9 @@ class BertPooler(nn.Module):
 class BertPreTrainedModel(PretrainedMixin, nn.Module):
     config: BertConfig
 
-    def _init_weights(self, module: nn.Module) -> None:
-        """transformers' initialisation: normal(0, initializer_range) weights, zero biases, unit LayerNorms."""
+    def _init_weights(self, module: nn.Module) -> bool:
+        """transformers' initialisation: normal(0, initializer_range) weights, zero biases, unit
+        LayerNorms; whether ``module`` has parameters of its own that this covers."""
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, 0.0, std)
@@ -266,9 +267,24 @@ class BertPreTrainedModel(PretrainedMixin, nn.Module):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+        elif isinstance(module, BertLMPredictionHead):
+            nn.init.zeros_(module.bias)
+        else:
+            return False
+        return True
 
     def post_init(self) -> None:
         self.apply(self._init_weights)
+
+    def init_parameters(self, names: set[str]) -> None:
+        for prefix, module in self.named_modules():
+            own = {f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters(recurse=False)}
+            if own & names:
+                if not self._init_weights(module):
+                    raise RuntimeError(f"no initialisation defined for {type(module).__name__} ({prefix})")
+                names = names - own
+        if names:
+            raise RuntimeError(f"parameters without an owning module: {sorted(names)}")
 
     def external_parameter_uses(self) -> Iterator[tuple[nn.Module, nn.Parameter]]:
         """(module, parameter) pairs where ``module``'s forward uses a parameter it does not own directly."""

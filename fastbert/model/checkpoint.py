@@ -82,7 +82,8 @@ def normalize_keys(state: dict[str, torch.Tensor], wants_prefix: bool) -> dict[s
 
 
 class PretrainedMixin:
-    """``from_pretrained`` / ``save_pretrained`` for the BERT model classes."""
+    """``from_pretrained`` / ``save_pretrained`` for the BERT model classes (which provide
+    ``init_parameters(names)``, the initialisation of parameters a checkpoint lacks)."""
 
     config: BertConfig
 
@@ -101,12 +102,20 @@ class PretrainedMixin:
                 raise UserError(f"unknown config field {name!r}")
             setattr(config, name, value)
         config.__post_init__()
-        model = cls(config)
         state, source = read_state_dict(directory)
-        model.load_checkpoint_state(state, source)
+        # Built without memory or random init (a base model's init costs more than reading
+        # its weights); only what the checkpoint lacks (a new head) is initialised.
+        with torch.device("meta"):
+            model = cls(config)
+        model.to_empty(device="cpu")
+        model.load_checkpoint_state(state, source, init_missing=True)
         return model
 
-    def load_checkpoint_state(self, state: dict[str, torch.Tensor], source: Path | str = "<state dict>") -> None:
+    def load_checkpoint_state(
+        self, state: dict[str, torch.Tensor], source: Path | str = "<state dict>", init_missing: bool = False
+    ) -> None:
+        """Copy ``state`` into the model; ``init_missing`` initialises what it lacks first
+        (for a model built on the meta device, whose memory holds nothing yet)."""
         own = self.state_dict()
         has_backbone_prefix = any(k.startswith("bert.") for k in own)
         state = normalize_keys(state, has_backbone_prefix)
@@ -122,6 +131,8 @@ class PretrainedMixin:
             raise UserError(f"{source}: missing {broken[0]}" + (f" and {len(broken) - 1} more keys" if len(broken) > 1 else ""))
         if missing:
             logger.info("newly initialised (not in %s): %s", source, ", ".join(missing))
+            if init_missing:
+                self.init_parameters(set(missing))
         unexpected = [k for k in state if k not in own]
         if unexpected:
             logger.info("ignored (not used by %s): %s", type(self).__name__, ", ".join(unexpected))
