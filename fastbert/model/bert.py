@@ -566,8 +566,9 @@ class BertForQuestionAnswering(BertPreTrainedModel):
         max_seqlen: int | None = None,
         start_positions: torch.Tensor | None = None,
         end_positions: torch.Tensor | None = None,
+        keep_padding: bool = False,
     ) -> QuestionAnsweringOutput:
-        inputs = flatten_inputs(input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens, max_seqlen)
+        inputs = flatten_inputs(input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens, max_seqlen, keep_padding)
         logits = self.qa_outputs(self.bert.encode(inputs)).float()
         lowest = torch.finfo(logits.dtype).min
         start, end = (inputs.to_caller(logits[:, i], fill=lowest) for i in range(2))
@@ -609,6 +610,7 @@ class BertForMultipleChoice(BertPreTrainedModel):
         max_seqlen: int | None = None,
         num_choices: int | None = None,
         labels: torch.Tensor | None = None,
+        keep_padding: bool = False,
     ) -> ClassifierOutput:
         if cu_seqlens is None:
             num_choices = input_ids.shape[1]
@@ -622,7 +624,8 @@ class BertForMultipleChoice(BertPreTrainedModel):
         elif num_choices is None:
             raise ValueError("flat multiple-choice input needs num_choices")
         pooled = self.bert(
-            input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen
+            input_ids, attention_mask, token_type_ids, position_ids,
+            cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, keep_padding=keep_padding,
         ).pooler_output
         logits = self.classifier(self.dropout(pooled)).view(-1, num_choices)
         loss = None if labels is None else F.cross_entropy(logits.float(), labels.view(-1))

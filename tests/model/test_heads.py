@@ -38,6 +38,12 @@ def test_question_answering_matches_transformers(tmp_path):
     torch.testing.assert_close(a.end_logits[real], b.end_logits[real], rtol=1e-5, atol=1e-5)
     # Padding never wins a span.
     assert a.start_logits[~real].max() < a.start_logits[real].min()
+    # Static shapes (padding kept in the stream) give the same logits, padding fill and loss.
+    with torch.no_grad():
+        kept = ours(ids, mask, start_positions=starts, end_positions=ends, keep_padding=True)
+    torch.testing.assert_close(kept.start_logits, a.start_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kept.end_logits, a.end_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kept.loss, a.loss, rtol=1e-5, atol=1e-6)
     # transformers' softmax also spans the padded positions of row 1; on full rows the losses agree.
     with torch.no_grad():
         full_a = ours(ids[[0, 2]], start_positions=starts[[0, 2]], end_positions=ends[[0, 2]])
@@ -71,3 +77,6 @@ def test_multiple_choice_matches_transformers_and_flat_layout(tmp_path):
     torch.testing.assert_close(a.logits, b.logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(flat.logits, a.logits, rtol=1e-5, atol=1e-6)
     assert abs(a.loss.item() - b.loss.item()) < 1e-5
+    with torch.no_grad():
+        kept = ours(ids, mask, labels=labels, keep_padding=True)
+    torch.testing.assert_close(kept.logits, a.logits, rtol=1e-5, atol=1e-6)
