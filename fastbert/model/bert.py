@@ -27,7 +27,7 @@ from fastbert import kernels
 from .attention import varlen_attention
 from .checkpoint import PretrainedMixin
 from .config import BertConfig
-from .layout import PaddedRowsLayout, SequenceLayout, Unpadded, unpad_batch
+from .layout import PaddedRowsLayout, SequenceLayout, Unpadded, padded_batch_defaults, unpad_batch
 
 IGNORE_INDEX = -100
 
@@ -105,22 +105,10 @@ def _keep_padding(
     token_type_ids: torch.Tensor | None,
     position_ids: torch.Tensor | None,
 ) -> FlatInputs:
-    if input_ids.dim() != 2:
-        raise ValueError(f"padded input_ids must be [batch, seq]; got shape {tuple(input_ids.shape)}")
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
-    elif attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
-    if position_ids is None:
-        position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)
-    if token_type_ids is None:
-        token_type_ids = torch.zeros_like(input_ids)
-    layout = PaddedRowsLayout.from_mask(attention_mask)
-
-    def flat(t: torch.Tensor) -> torch.Tensor:
-        return t.expand(input_ids.shape).reshape(-1)
-
-    return FlatInputs(flat(input_ids), flat(token_type_ids), flat(position_ids), layout, KeptPadding(layout))
+    mask, token_type_ids, position_ids = padded_batch_defaults(input_ids, attention_mask, token_type_ids, position_ids)
+    layout = PaddedRowsLayout.from_mask(mask)
+    flat = [t.reshape(-1) for t in (input_ids, token_type_ids, position_ids)]
+    return FlatInputs(*flat, layout, KeptPadding(layout))
 
 
 # ---------------------------------------------------------------------------------------------

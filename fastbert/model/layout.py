@@ -195,6 +195,28 @@ class Unpadded:
         return padded.reshape(-1, *padded.shape[2:]).index_select(0, self.token_index)
 
 
+def padded_batch_defaults(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    token_type_ids: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check a transformers-style ``[B, T]`` batch; its boolean mask, token types and
+    positions (``[B, T]``, defaults filled in as transformers fills them)."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"padded input_ids must be [batch, seq]; got shape {tuple(input_ids.shape)}")
+    batch, seq = input_ids.shape
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
+    elif attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
+    if token_type_ids is None:
+        token_type_ids = torch.zeros_like(input_ids)
+    if position_ids is None:
+        position_ids = torch.arange(seq, device=input_ids.device)
+    return attention_mask.bool(), token_type_ids.expand(batch, seq), position_ids.expand(batch, seq)
+
+
 def unpad_batch(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
@@ -206,25 +228,15 @@ def unpad_batch(
     Positions default to the column index (as transformers does), so a token keeps the
     position it had in the padded row whatever the mask looks like.
     """
-    if input_ids.dim() != 2:
-        raise ValueError(f"padded input_ids must be [batch, seq]; got shape {tuple(input_ids.shape)}")
+    mask, token_type_ids, position_ids = padded_batch_defaults(input_ids, attention_mask, token_type_ids, position_ids)
     batch, seq = input_ids.shape
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
-    elif attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
-    mask = attention_mask.bool()
     lengths = mask.sum(1)
     if bool((lengths == 0).any()):
         raise ValueError(f"attention_mask rows {(lengths == 0).nonzero().flatten().tolist()} have no tokens")
-    if token_type_ids is None:
-        token_type_ids = torch.zeros_like(input_ids)
-    if position_ids is None:
-        position_ids = torch.arange(seq, device=input_ids.device).expand(batch, seq)
     token_index = mask.flatten().nonzero().flatten()
 
     def gather(t: torch.Tensor) -> torch.Tensor:
-        return t.expand(batch, seq).reshape(-1).index_select(0, token_index)
+        return t.reshape(-1).index_select(0, token_index)
 
     return Unpadded(
         input_ids=gather(input_ids),
