@@ -180,7 +180,11 @@ def _choose_words(
 
 
 def to_padded(batch: dict, pad_id: int) -> dict:
-    """Flat batch -> transformers' layout: one row per sequence, ``[S, max_seqlen]``, right-padded."""
+    """Flat batch -> transformers' layout: one row per sequence, ``[S, max_seqlen]``, right-padded.
+
+    Per-token ``labels`` (MLM: one per token) are padded with the ignore index; per-sequence
+    ones (classification) and ``next_sentence_label`` pass through.
+    """
     cu_seqlens = batch["cu_seqlens"].long()
     lengths = cu_seqlens[1:] - cu_seqlens[:-1]
     rows = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
@@ -196,10 +200,14 @@ def to_padded(batch: dict, pad_id: int) -> dict:
         "input_ids": scatter(batch["input_ids"], pad_id),
         "attention_mask": scatter(torch.ones_like(batch["input_ids"]), 0),
         "token_type_ids": scatter(batch["token_type_ids"], 0),
-        "next_sentence_label": batch["next_sentence_label"],
     }
-    if "labels" in batch:
-        padded["labels"] = scatter(batch["labels"], IGNORE_INDEX)
+    if batch.get("next_sentence_label") is not None:
+        padded["next_sentence_label"] = batch["next_sentence_label"]
+    labels = batch.get("labels")
+    if labels is not None:
+        if len(rows) == len(lengths):
+            raise ValueError("a batch of one-token sequences: per-token and per-sequence labels look alike")
+        padded["labels"] = scatter(labels, IGNORE_INDEX) if labels.numel() == len(rows) else labels
     return padded
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.collator import to_padded
 from ..errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -63,12 +64,10 @@ def static_batch(batch: dict[str, Any], rows: int, seq_len: int | None, pad_id: 
     ``seq_len`` None means the longest sequence rounded up to a multiple of 64.
     """
     if batch.get("cu_seqlens") is not None:
-        ids, mask, padded = _flat_to_rows(batch)
-    else:
-        ids = batch["input_ids"]
-        mask = batch.get("attention_mask")
-        mask = torch.ones_like(ids) if mask is None else mask
-        padded = {k: batch[k] for k in ("token_type_ids", "labels") if batch.get(k) is not None}
+        batch = to_padded(batch, pad_id)
+    ids = batch["input_ids"]
+    mask = batch.get("attention_mask")
+    mask = torch.ones_like(ids) if mask is None else mask
     count, longest = ids.shape
     if seq_len is None:
         seq_len = SEQ_LEN_MULTIPLE * math.ceil(longest / SEQ_LEN_MULTIPLE)
@@ -82,12 +81,13 @@ def static_batch(batch: dict[str, Any], rows: int, seq_len: int | None, pad_id: 
 
     out = {"input_ids": fit(ids, pad_id), "attention_mask": fit(mask, 0)}
     out["attention_mask"][count:, 0] = 1  # dummy rows: one token, so no row attends to nothing
-    if "token_type_ids" in padded:
-        out["token_type_ids"] = fit(padded["token_type_ids"], 0)
+    if batch.get("token_type_ids") is not None:
+        out["token_type_ids"] = fit(batch["token_type_ids"], 0)
     masked_rows = None
-    if "labels" in padded and padded["labels"].dim() == 2:  # per-token (MLM) labels
-        out["labels"] = fit(padded["labels"], IGNORE_INDEX)
-        masked = int((padded["labels"] != IGNORE_INDEX).sum())
+    labels = batch.get("labels")
+    if labels is not None and labels.dim() == 2:  # per-token (MLM) labels
+        out["labels"] = fit(labels, IGNORE_INDEX)
+        masked = int((labels != IGNORE_INDEX).sum())
         masked_rows = max(_round_up(math.ceil(MASKED_FRACTION_CAPACITY * rows * seq_len), MASKED_ROWS_MULTIPLE),
                           _round_up(masked, MASKED_ROWS_MULTIPLE))
         masked_rows = min(masked_rows, rows * seq_len)
@@ -95,32 +95,11 @@ def static_batch(batch: dict[str, Any], rows: int, seq_len: int | None, pad_id: 
         value = batch.get(name)
         if value is not None and value.dim() == 1 and value.is_floating_point():
             raise UserError(f"CUDA graphs pad batches with ignored rows; float {name} (regression) cannot be ignored")
-        if value is not None and value.dim() == 1 and name not in out:  # per-sequence labels
+        if value is not None and value.dim() == 1:  # per-sequence labels
             filled = torch.full((rows,), IGNORE_INDEX, dtype=value.dtype)
             filled[:count] = value
             out[name] = filled
     return out, StaticShape(rows, seq_len, masked_rows)
-
-
-def _flat_to_rows(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    cu = batch["cu_seqlens"].long()
-    lengths = cu[1:] - cu[:-1]
-    seq_of_token = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
-    column = torch.arange(int(cu[-1])) - cu[seq_of_token]
-    shape = (len(lengths), int(lengths.max()))
-
-    def rows_of(values: torch.Tensor, fill: int) -> torch.Tensor:
-        out = torch.full(shape, fill, dtype=values.dtype)
-        out[seq_of_token, column] = values
-        return out
-
-    padded = {"token_type_ids": rows_of(batch["token_type_ids"], 0)}
-    labels = batch.get("labels")
-    if labels is not None and labels.numel() == len(seq_of_token):  # per token (MLM), not per sequence
-        if len(seq_of_token) == len(lengths):
-            raise UserError("a flat batch of one-token sequences: cannot tell per-token labels from per-sequence ones")
-        padded["labels"] = rows_of(labels, IGNORE_INDEX)
-    return rows_of(batch["input_ids"], 0), rows_of(torch.ones_like(batch["input_ids"]), 0), padded
 
 
 def _round_up(value: int, multiple: int) -> int:
