@@ -5,13 +5,7 @@
 #    repeats, dropout replay, model parity, CUDA-graph training against eager) -> OUT/gpu_tests.log
 # 2. the benchmark suite (benchmarks/gpu_suite.sh), whose summary table is printed last.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python}
-OUT=${1:-benchmarks/results/$(date +%F)-gpu}
-mkdir -p "$OUT"
-if ! "$PYTHON" -c "import fastbert.kernels" 2>/dev/null; then
-    "$PYTHON" -m pip install --no-deps --no-build-isolation -q -e . || export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-fi
+source "$(dirname "$0")/gpu_env.sh"
 echo "=== gpu tests (limit 150s)"
 timeout 150 "$PYTHON" -m pytest -q -m gpu tests -p no:cacheprovider >"$OUT/gpu_tests.log" 2>&1
 echo "gpu tests exit $? ($(tail -n 1 "$OUT/gpu_tests.log"))"

@@ -9,18 +9,7 @@
 # (bench_kernels.py). A failing section is reported and the others still run; the
 # summary table is printed last. Works without deepspeed and flash-attn.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python}
-OUT=${1:-benchmarks/results/$(date +%F)-gpu}
-mkdir -p "$OUT"
-
-if ! "$PYTHON" -c "import fastbert.kernels, fastbert.bench" 2>/dev/null; then
-    "$PYTHON" -m pip install --no-deps --no-build-isolation -q -e . || echo "!!! pip install -e . failed"
-fi
-if ! "$PYTHON" -c "import fastbert.kernels" 2>/dev/null; then
-    # Run from the tree (fastbert/__init__.py finds the top-level kernels/ itself).
-    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-fi
+source "$(dirname "$0")/gpu_env.sh"
 "$PYTHON" - <<'PY' || echo "!!! environment check failed"
 import torch
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, device "
