@@ -41,6 +41,14 @@ def tiny_model(dropout: float = 0.0) -> BertForPreTraining:
     return BertForPreTraining(config)
 
 
+def make_engine(device: str, rows: int, seq_len: int, graphs: bool = True, accumulation: int = 1,
+                lr: float = 1e-3, dropout: float = 0.0) -> LocalEngine:
+    """A local engine on the tiny model (same initial weights every time), eight steps long."""
+    config = EngineConfig(lr=lr, warmup_steps=0, total_steps=8, grad_accum_steps=accumulation,
+                          micro_batch_size=rows, cuda_graphs=graphs, static_seq_len=seq_len)
+    return LocalEngine(tiny_model(dropout), config, device=torch.device(device))
+
+
 def test_static_batch_pads_rows_and_columns_with_ignored_dummies():
     batch = flat_batch([5, 3, 7])
     static, shape = static_batch(batch, rows=4, seq_len=16, pad_id=0)
@@ -162,10 +170,7 @@ def test_training_loop_with_emulated_graphs_logs_what_eager_training_logs(
     batches = [flat_batch([9, 4, 12, 6 - s % 3], seed=s) for s in range(8)]
     records = {}
     for graphs in (False, True):
-        torch.manual_seed(0)
-        config = EngineConfig(lr=1e-3, warmup_steps=0, total_steps=8, grad_accum_steps=accumulation,
-                              micro_batch_size=5, cuda_graphs=graphs, static_seq_len=16)
-        engine = LocalEngine(tiny_model(), config, device=torch.device("cpu"))
+        engine = make_engine("cpu", rows=5, seq_len=16, graphs=graphs, accumulation=accumulation)
         loop = LoopConfig(out_dir=tmp_path / str(graphs), max_steps=8 // accumulation,
                           grad_accum_steps=accumulation, log_every=1, progress=False)
         result = train(engine, lambda step: iter(batches), loop, PretrainingMetrics())
@@ -195,10 +200,7 @@ def test_graphed_engine_trains_like_the_eager_engine(accumulation):
     batches = [flat_batch([30, 17, 25, 9], seed=s) for s in range(8)]
     runs = {}
     for graphs in (False, True):
-        torch.manual_seed(0)
-        config = EngineConfig(lr=1e-3, warmup_steps=0, total_steps=8, grad_accum_steps=accumulation,
-                              micro_batch_size=4, cuda_graphs=graphs, static_seq_len=32)
-        engine = LocalEngine(tiny_model(), config, device=torch.device("cuda"))
+        engine = make_engine("cuda", rows=4, seq_len=32, graphs=graphs, accumulation=accumulation)
         start = torch.cat([p.detach().flatten().clone() for p in engine.module.parameters()])
         losses = run_steps(engine, batches)
         update = torch.cat([p.detach().flatten() for p in engine.module.parameters()]) - start
@@ -213,8 +215,7 @@ def test_graphed_engine_trains_like_the_eager_engine(accumulation):
 
 @pytest.mark.gpu
 def test_evaluation_runs_eagerly_beside_a_graphed_training_step():
-    config = EngineConfig(lr=1e-3, warmup_steps=0, micro_batch_size=4, cuda_graphs=True, static_seq_len=32)
-    engine = LocalEngine(tiny_model(), config, device=torch.device("cuda"))
+    engine = make_engine("cuda", rows=4, seq_len=32)
     batch = flat_batch([30, 17, 25, 9])
     run_steps(engine, [batch])
     with torch.no_grad():
@@ -228,8 +229,7 @@ def test_evaluation_runs_eagerly_beside_a_graphed_training_step():
 @pytest.mark.parametrize("kernels", ["triton", "torch"])
 def test_graph_replays_draw_fresh_dropout_masks(kernels, monkeypatch):
     monkeypatch.setenv("FASTBERT_KERNELS", kernels)
-    config = EngineConfig(lr=1e-9, warmup_steps=0, micro_batch_size=4, cuda_graphs=True, static_seq_len=32)
-    engine = LocalEngine(tiny_model(dropout=0.3), config, device=torch.device("cuda"))
+    engine = make_engine("cuda", rows=4, seq_len=32, lr=1e-9, dropout=0.3)
     batch = flat_batch([30, 17, 25, 9])
     losses = run_steps(engine, [batch] * 4)
     # Same batch, (almost) unchanged weights: only dropout can move the loss. A seed frozen
