@@ -32,12 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.collator import to_padded
+from ..data.collator import IGNORE_INDEX, to_padded
 from ..errors import UserError
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 MAX_GRAPHS = 8
 """Distinct batch shapes captured before the engine refuses (each graph holds its own activations)."""
 SEQ_LEN_MULTIPLE = 64
