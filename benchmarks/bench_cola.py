@@ -33,14 +33,16 @@ from fastbert.finetune.collate import Item, epoch_order, rank_batches  # noqa: E
 from fastbert.finetune.encoding import PairEncoder  # noqa: E402
 from fastbert.finetune.features import build_split  # noqa: E402
 from fastbert.finetune.metrics import label_metrics  # noqa: E402
-from fastbert.finetune.runner import FinetuneConfig, environment_versions, run_finetune, seed_statistics  # noqa: E402
+from fastbert.finetune.config import FinetuneConfig  # noqa: E402
+from fastbert.finetune.runner import environment_versions, run_finetune, seed_statistics  # noqa: E402
+from fastbert.train.config import OPTIMIZER_SETTINGS, OptimizerConfig  # noqa: E402
 from fastbert.finetune.tasks import get_task  # noqa: E402
 from fastbert.tokenizer import load_tokenizer  # noqa: E402
 from fastbert.train.schedule import build_scheduler, parameter_groups  # noqa: E402
 
 HYPERPARAMETERS = dict(epochs=3, batch_size=32, lr=1e-4, max_seq_len=64, warmup_ratio=0.1, weight_decay=0.01, grad_clip=1.0)
 SEEDS = (1, 2, 3)
-BETAS, EPS = (0.9, 0.999), 1e-6  # fastbert's EngineConfig defaults, used on both sides
+BETAS, EPS = (0.9, 0.999), 1e-6  # fastbert's OptimizerConfig defaults, used on both sides
 
 
 def default_init() -> Path:
@@ -117,6 +119,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "cola")
     parser.add_argument("--init", type=Path, default=None, help="BERT directory (default: the MiniLM package)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--seeds", type=lambda text: tuple(int(s) for s in text.split(",")), default=SEEDS,
+                        help="comma-separated seeds (default 1,2,3)")
     args = parser.parse_args()
     init = args.init or default_init()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -130,10 +134,13 @@ def main() -> None:
     # Seed by seed, one side then the other, so slow drift in background load (common on a
     # shared CPU) hits both sides alike instead of whichever ran second.
     ours, theirs = [], []
-    for seed in SEEDS:
+    optim = OptimizerConfig(**{k: v for k, v in HYPERPARAMETERS.items() if k in OPTIMIZER_SETTINGS})
+    run_settings = {k: v for k, v in HYPERPARAMETERS.items() if k not in OPTIMIZER_SETTINGS}
+    for seed in args.seeds:
         with tempfile.TemporaryDirectory() as work:
             config = FinetuneConfig(
-                task="cola", data_dir=args.data_dir, init=init, out=Path(work), seeds=(seed,), command=sys.argv, **HYPERPARAMETERS
+                task="cola", data_dir=args.data_dir, init=init, out=Path(work), seeds=(seed,), command=sys.argv,
+                optim=optim, **run_settings,
             )
             ours.extend(run_finetune(config)["runs"])
         theirs.append(run_transformers(init, train, devs, seed, device))
@@ -144,7 +151,7 @@ def main() -> None:
         "versions": environment_versions(),
         "command": " ".join(["python", *sys.argv]),
         "load_average_1m": {"start": load_at_start, "end": os.getloadavg()[0]},
-        "hyperparameters": HYPERPARAMETERS | {"seeds": list(SEEDS), "betas": list(BETAS), "eps": EPS},
+        "hyperparameters": HYPERPARAMETERS | {"seeds": list(args.seeds), "betas": list(BETAS), "eps": EPS},
         "fastbert": {
             split: {"mcc": seed_statistics([r["best"]["eval"][split]["mcc"] for r in ours])} for split in ("in_domain", "out_of_domain")
         }

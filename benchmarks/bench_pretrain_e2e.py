@@ -46,16 +46,13 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fastbert.data.collator import PretrainingCollator, to_padded  # noqa: E402
+from fastbert.data.collator import to_padded  # noqa: E402
 from fastbert.data.dataset import PretrainingDataset  # noqa: E402
 from fastbert.data.prepare import PrepareSettings, prepare_pretraining_data  # noqa: E402
-from fastbert.model import BertConfig, BertForPreTraining  # noqa: E402
-from fastbert.tokenizer import load_tokenizer  # noqa: E402
+from fastbert.model import Batch, BertConfig, BertForPreTraining  # noqa: E402
 from fastbert.train.config import PretrainConfig  # noqa: E402
-from fastbert.train.engine import LocalEngine  # noqa: E402
-from fastbert.train.loop import count_tokens_and_sequences  # noqa: E402
-from fastbert.train.pretrain import EpochCollator, EpochTaggedDataset, run_pretraining  # noqa: E402
-from fastbert.train.sampler import DataOrder  # noqa: E402
+from fastbert.train.engines import LocalEngine  # noqa: E402
+from fastbert.train.pretrain import EpochTaggedDataset, pretraining_data, run_pretraining  # noqa: E402
 
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "corpus"
 PRESET, VOCAB_SIZE, BATCH_SIZE, MAX_SEQ_LEN = "mini", 30522, 32, 128
@@ -117,18 +114,12 @@ def run_e2e(config: PretrainConfig, data_dir: Path, scratch: Path, warmup: int) 
     }
 
 
-def pretrain_collator_and_order(config: PretrainConfig, dataset: PretrainingDataset, tokenizer) -> tuple[EpochCollator, DataOrder]:
-    """The collator and single-rank data order run_pretraining builds for ``config`` (same seeds, so same batches)."""
-    collator = PretrainingCollator.from_tokenizer(tokenizer, seed=config.seed, mlm_probability=config.mlm_probability)
-    return EpochCollator(collator), DataOrder(len(dataset), config.batch_size, config.grad_accum_steps, 1, 0, config.seed)
-
-
-def collator_cost(config: PretrainConfig, dataset: PretrainingDataset, tokenizer, batches: int) -> dict[str, float]:
+def collator_cost(config: PretrainConfig, dataset: PretrainingDataset, batches: int) -> dict[str, float]:
     """Milliseconds to fetch 32 samples and collate them in one process (what one loader worker does per batch)."""
-    collator, order = pretrain_collator_and_order(config, dataset, tokenizer)
-    tagged = EpochTaggedDataset(dataset)
+    data = pretraining_data(config, dataset)  # what run_pretraining builds for one rank
+    collator, tagged = data.collator, EpochTaggedDataset(dataset)
     fetch, collate = [], []
-    for keys in itertools.islice(order.micro_batches(0), batches):
+    for keys in itertools.islice(data.order.micro_batches(0), batches):
         t0 = time.perf_counter()
         samples = [tagged[key] for key in keys]
         t1 = time.perf_counter()
@@ -149,15 +140,17 @@ class Side:
     times: list[float]
 
 
-def same_batches(config: PretrainConfig, dataset: PretrainingDataset, tokenizer, count: int) -> list[dict[str, dict]]:
+def same_batches(config: PretrainConfig, dataset: PretrainingDataset, count: int) -> list[dict[str, Batch]]:
     """The first ``count`` micro-batches `fastbert pretrain` trains on (same order, same masks), in both layouts."""
-    collator, order = pretrain_collator_and_order(config, dataset, tokenizer)
-    loader = torch.utils.data.DataLoader(EpochTaggedDataset(dataset), batch_sampler=list(itertools.islice(order.micro_batches(0), count)),
-                                         collate_fn=collator, num_workers=0)
-    return [{"flat": batch, "padded": to_padded(batch, tokenizer.pad_id)} for batch in loader]
+    data = dataclasses.replace(pretraining_data(config, dataset), num_workers=0)
+    out = []
+    for batch in itertools.islice(data.batches(0), count):
+        padded = to_padded(batch, data.tokenizer.pad_id)  # transformers' keyword arguments
+        out.append({"flat": batch, "padded": Batch(padded.pop("input_ids"), padded, batch.num_tokens, batch.num_sequences)})
+    return out
 
 
-def compare_with_transformers(config: PretrainConfig, batches: list[dict[str, dict]], scratch: Path, warmup: int) -> dict[str, Any]:
+def compare_with_transformers(config: PretrainConfig, batches: list[dict[str, Batch]], scratch: Path, warmup: int) -> dict[str, Any]:
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
@@ -175,8 +168,8 @@ def compare_with_transformers(config: PretrainConfig, batches: list[dict[str, di
             if i >= warmup:
                 side.times.append(seconds)
 
-    real_tokens = sum(int(count_tokens_and_sequences(b["flat"])[0]) for b in batches)
-    padded_tokens = sum(b["padded"]["input_ids"].numel() for b in batches)
+    real_tokens = sum(b["flat"].num_tokens for b in batches)
+    padded_tokens = sum(b["padded"].inputs.numel() for b in batches)
     out: dict[str, Any] = {"batches": len(batches), "warmup_steps": warmup, "real_tokens": real_tokens,
                            "padding_fraction": 1 - real_tokens / padded_tokens}
     for side in sides:
@@ -189,13 +182,11 @@ def compare_with_transformers(config: PretrainConfig, batches: list[dict[str, di
     return out
 
 
-def timed_step(engine: LocalEngine, batch: dict) -> float:
+def timed_step(engine: LocalEngine, batch: Batch) -> float:
     """One training step as the loop does it: forward, backward, clip + AdamW + schedule."""
     synchronize(engine.device)
     started = time.perf_counter()
-    loss = engine(**batch).loss
-    engine.backward(loss)
-    engine.step()
+    engine.train_step(batch)
     synchronize(engine.device)
     return time.perf_counter() - started
 
@@ -312,16 +303,15 @@ def main() -> None:
         dataset = PretrainingDataset(data_dir)
         if dataset.vocab_size != VOCAB_SIZE:
             sys.exit(f"{data_dir}: vocabulary {dataset.vocab_size}, expected the MiniLM one ({VOCAB_SIZE})")
-        tokenizer = load_tokenizer(dataset.metadata["tokenizer"]["path"])
         report["data"] = {"source": source, "pairs": len(dataset), "prepare_s": prepare_s}
         config = PretrainConfig(model=PRESET, model_overrides={"vocab_size": VOCAB_SIZE}, max_steps=args.steps,
                                 batch_size=BATCH_SIZE, log_every=1, num_workers=args.num_workers)
         report["config"] = {"preset": PRESET, "batch_size": BATCH_SIZE, "max_seq_len": MAX_SEQ_LEN, "steps": args.steps,
-                            "num_workers": args.num_workers, "lr": config.lr, "weight_decay": config.weight_decay,
-                            "eps": config.eps, "grad_clip": config.grad_clip}
+                            "num_workers": args.num_workers, "lr": config.optim.lr, "weight_decay": config.optim.weight_decay,
+                            "eps": config.optim.eps, "grad_clip": config.optim.grad_clip}
         report["e2e"] = run_e2e(config, data_dir, scratch, args.warmup)
-        report["collator"] = collator_cost(config, dataset, tokenizer, batches=20)
-        batches = same_batches(config, dataset, tokenizer, args.compare_batches)
+        report["collator"] = collator_cost(config, dataset, batches=20)
+        batches = same_batches(config, dataset, args.compare_batches)
         report["comparison"] = compare_with_transformers(config, batches, scratch, args.warmup)
     report["machine"]["load_average_1m_at_end"] = os.getloadavg()[0]
     report["total_s"] = time.perf_counter() - started

@@ -1,6 +1,6 @@
 # Sourced by gpu_suite.sh and gpu_session.sh: the interpreter, the output folder and an
-# importable fastbert (an editable install; else the tree on PYTHONPATH, where
-# fastbert/__init__.py finds the top-level kernels/ itself).
+# importable fastbert (an editable install; else the tree on PYTHONPATH, where the
+# fastbert/kernels symlink finds the top-level kernels/).
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python}
 OUT=${1:-benchmarks/results/$(date +%F)-gpu}

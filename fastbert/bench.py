@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import platform
 import shlex
 import subprocess
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_file, write_json
 from .errors import InputError, UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         results, failures = run_suites(SUITES[args.suite], out, args.select, args.time_budget)
         results["fastbert_failures"] = failures  # kept so that a re-rendered report still shows them
-        _write_json(out / f"bench-{args.suite}.json", results)
+        write_json(out / f"bench-{args.suite}.json", results, indent=1)
     failures = results.get("fastbert_failures", [])
 
     changes = compare(previous, results, args.threshold) if previous else None
@@ -179,12 +179,6 @@ def load_results(path: Path) -> dict:
         if not isinstance(bench, dict) or "fullname" not in bench or "median" not in bench.get("stats", {}):
             raise InputError(path, f"benchmarks[{i}] lacks 'fullname' or 'stats.median'")
     return data
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def _now() -> str:
@@ -525,9 +519,7 @@ def write_plots(results: dict, out: Path, history_path: Path) -> list[Path]:
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name("." + path.name)
-    fig.savefig(tmp, dpi=90, format="png")
-    os.replace(tmp, path)
+    write_file(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     return path
 
 

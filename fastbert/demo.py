@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from .data.corpus import expand_corpus_paths
     from .data.prepare import PrepareSettings, prepare_pretraining_data
     from .tokenizer import train_tokenizer
-    from .train.config import PretrainConfig
+    from .train.config import OptimizerConfig, PretrainConfig
     from .train.pretrain import run_pretraining
 
     out: Path = args.out
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     prep_seconds = time.perf_counter() - started
 
     config = PretrainConfig(
-        model="mini", batch_size=args.batch_size, lr=LEARNING_RATE, warmup_ratio=0.06, seed=args.seed,
+        model="mini", batch_size=args.batch_size, optim=OptimizerConfig(lr=LEARNING_RATE, warmup_ratio=0.06), seed=args.seed,
         log_every=10, save_every=0, num_workers=0, max_minutes=minutes,
         max_steps=args.max_steps or _steps_for_budget(minutes, cuda),
     )
@@ -197,7 +197,7 @@ def _write_report(out, args, corpus_name, corpus_stats, metadata, config, result
         f"- tokenizer: WordPiece, {args.vocab_size:,} tokens, lowercased",
         f"- pretraining pairs: {metadata['counts']['pairs']:,} of up to {args.max_seq_len} tokens "
         f"({metadata['counts']['is_next_fraction']:.0%} IsNext)",
-        f"- model: BERT-{config.model}, batch {config.batch_size}, AdamW lr {config.lr:g}, "
+        f"- model: BERT-{config.model}, batch {config.batch_size}, AdamW lr {config.optim.lr:g}, "
         f"device {'cuda' if torch.cuda.is_available() else 'cpu'}",
         f"- steps: {result.step} (stopped by {result.stopped_by}); preparation {prep_seconds:.0f} s, "
         f"total {total_seconds / 60:.1f} min",

@@ -13,14 +13,14 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from .data.corpus import check_corpus_file, expand_corpus_paths, make_staging_dir
+from .atomic import staging_directory
+from .data.corpus import check_corpus_file, expand_corpus_paths
 from .errors import InputError, UserError
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -236,12 +236,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise UserError(f"{out}: already exists; choose a new --out directory")
     files = expand_corpus_paths(args.corpus)
     # Train into a temporary sibling, rename when complete: no half-written tokenizer directory.
-    staging = make_staging_dir(out)
-    try:
+    with staging_directory(out) as staging:
         tokenizer = train_tokenizer(files, args.vocab_size, not args.cased, staging)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     print(f"wrote {out} (vocabulary {tokenizer.vocab_size}, {'lowercase' if tokenizer.lowercase else 'cased'})")
     return 0

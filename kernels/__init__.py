@@ -10,13 +10,21 @@ from __future__ import annotations
 import torch
 
 from . import reference
-from .backend import BACKENDS, ENV_VAR, resolve_backend
+from .backend import BACKENDS, ENV_VAR, auto_backend, requested_backend, resolve_backend
 from .dropout import dropout
 
-__all__ = ["embedding_layer_norm", "bias_gelu", "layer_norm", "dropout", "resolve_backend", "BACKENDS", "ENV_VAR"]
+__all__ = [
+    "embedding_layer_norm", "bias_gelu", "layer_norm", "dropout",
+    "implementation", "auto_backend", "requested_backend", "resolve_backend", "BACKENDS", "ENV_VAR",
+]
 
 
-def _triton_ops():
+def implementation(device: torch.device, backend: str | None = None):
+    """The module whose ``embedding_layer_norm``/``bias_gelu``/``layer_norm`` run for tensors on
+    ``device``: the Triton ops or :mod:`.reference`. Callers on a hot path (a model's layers)
+    look it up once instead of resolving the backend per call."""
+    if resolve_backend(device, backend) != "triton":
+        return reference
     # Imported lazily: triton's decorators read TRITON_INTERPRET at import time, and a
     # CPU-only user never pays for importing triton.
     from . import triton_ops
@@ -39,8 +47,7 @@ def embedding_layer_norm(
     backend: str | None = None,
 ) -> torch.Tensor:
     """dropout(LayerNorm(word[ids] + token_type[tt] + position[pos])); ids of any shape."""
-    ops = _triton_ops() if resolve_backend(word_embeddings.device, backend) == "triton" else reference
-    return ops.embedding_layer_norm(
+    return implementation(word_embeddings.device, backend).embedding_layer_norm(
         input_ids, token_type_ids, position_ids, word_embeddings, token_type_embeddings,
         position_embeddings, weight, bias, eps, dropout_p,
     )
@@ -48,8 +55,7 @@ def embedding_layer_norm(
 
 def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none", *, backend: str | None = None) -> torch.Tensor:
     """GELU(x + bias), exact erf form unless ``approximate="tanh"``."""
-    ops = _triton_ops() if resolve_backend(x.device, backend) == "triton" else reference
-    return ops.bias_gelu(x, bias, approximate)
+    return implementation(x.device, backend).bias_gelu(x, bias, approximate)
 
 
 def layer_norm(
@@ -64,5 +70,4 @@ def layer_norm(
     backend: str | None = None,
 ) -> torch.Tensor:
     """LayerNorm(dropout(x + x_bias) + residual)."""
-    ops = _triton_ops() if resolve_backend(x.device, backend) == "triton" else reference
-    return ops.layer_norm(x, weight, bias, eps, residual, dropout_p, x_bias)
+    return implementation(x.device, backend).layer_norm(x, weight, bias, eps, residual, dropout_p, x_bias)

@@ -1,6 +1,6 @@
 """Which implementation of the fused ops runs: Triton kernels or the torch references.
 
-``FASTBERT_KERNELS=auto|triton|torch`` (or a model config's ``kernel_backend``) chooses.
+``FASTBERT_KERNELS=auto|triton|torch`` (or an explicit ``backend``) chooses.
 ``auto`` runs Triton on CUDA tensors and the torch references elsewhere; ``triton`` forces
 Triton, which on a CPU works only under ``TRITON_INTERPRET=1``. The choice is logged once.
 """
@@ -22,7 +22,7 @@ _logged: set[tuple[str, str]] = set()
 def requested_backend(override: str | None = None) -> str:
     """The backend asked for: an explicit override other than ``auto``, else the
     environment, else ``auto`` (so FASTBERT_KERNELS can steer a model configured ``auto``)."""
-    name, source = (override or "auto").strip().lower(), "kernel_backend"
+    name, source = (override or "auto").strip().lower(), "backend"
     if name == "auto":
         name, source = (os.environ.get(ENV_VAR) or "auto").strip().lower(), ENV_VAR
     if name not in BACKENDS:
@@ -34,7 +34,7 @@ def resolve_backend(device: torch.device, override: str | None = None) -> str:
     """The backend that will actually run for tensors on ``device``: ``triton`` or ``torch``."""
     name = requested_backend(override)
     if name == "auto":
-        name = "triton" if device.type == "cuda" and _triton_importable() else "torch"
+        name = auto_backend(device)
     elif name == "triton":
         if not _triton_importable():
             raise RuntimeError(f"{ENV_VAR}=triton but triton is not installed")
@@ -48,6 +48,11 @@ def resolve_backend(device: torch.device, override: str | None = None) -> str:
         _logged.add(key)
         logger.info("fused kernels: %s backend on %s", name, device.type)
     return name
+
+
+def auto_backend(device: torch.device) -> str:
+    """What ``auto`` means for tensors on ``device``, without consulting the environment."""
+    return "triton" if device.type == "cuda" and _triton_importable() else "torch"
 
 
 def _triton_importable() -> bool:

@@ -19,18 +19,17 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from ..model.inputs import IGNORE_INDEX, Batch, BertInputs
 from ..tokenizer import WordPieceTokenizer
-
-IGNORE_INDEX = -100  # label of unmasked positions, as torch's cross_entropy ignores
 
 
 class PretrainingCollator:
-    """Turns ``PretrainingDataset`` items into one flat batch with dynamic MLM masking.
+    """Turns ``PretrainingDataset`` items into one flat :class:`Batch` with dynamic MLM masking.
 
-    Output: ``input_ids``, ``token_type_ids``, ``position_ids``, ``labels`` (int64 [N]),
-    ``cu_seqlens`` (int32 [S+1]), ``max_seqlen`` (int), ``next_sentence_label`` (int64 [S],
-    1 = NotNext) and ``num_real_tokens`` (int). Call :meth:`set_epoch` before each epoch's
-    DataLoader iterator is created (with ``persistent_workers`` the workers keep their copy).
+    Output: :meth:`BertInputs.from_flat` inputs and the targets ``labels`` (int64 [N],
+    IGNORE_INDEX where not masked) and ``next_sentence_label`` (int64 [S], 1 = NotNext).
+    Call :meth:`set_epoch` before each epoch's DataLoader iterator is created (with
+    ``persistent_workers`` the workers keep their copy).
     """
 
     def __init__(
@@ -72,7 +71,7 @@ class PretrainingCollator:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __call__(self, samples: Sequence[dict]) -> dict:
+    def __call__(self, samples: Sequence[dict]) -> Batch:
         lengths = np.fromiter((len(sample["input_ids"]) for sample in samples), np.int64, len(samples))
         cu_seqlens = np.zeros(len(samples) + 1, dtype=np.int64)
         np.cumsum(lengths, out=cu_seqlens[1:])
@@ -93,20 +92,19 @@ class PretrainingCollator:
         input_ids[masked & (action < 0.8)] = self.mask_id
         randomized = masked & (action >= 0.8) & (action < 0.9)
         input_ids[randomized] = replacement[randomized]
-        return {
-            "input_ids": torch.from_numpy(input_ids),
-            "token_type_ids": torch.from_numpy(
-                np.concatenate([sample["token_type_ids"] for sample in samples]).astype(np.int64, copy=False)
-            ),
-            "position_ids": torch.from_numpy(position_ids),
-            "cu_seqlens": torch.from_numpy(cu_seqlens.astype(np.int32)),
-            "max_seqlen": int(lengths.max()),
+        token_type_ids = np.concatenate([sample["token_type_ids"] for sample in samples]).astype(np.int64, copy=False)
+        inputs = BertInputs.from_flat(
+            torch.from_numpy(input_ids),
+            torch.from_numpy(cu_seqlens.astype(np.int32)),
+            int(lengths.max()),
+            torch.from_numpy(position_ids),
+            torch.from_numpy(token_type_ids),
+        )
+        targets = {
             "labels": torch.from_numpy(np.where(masked, original, IGNORE_INDEX)),
-            "next_sentence_label": torch.tensor(
-                [sample["next_sentence_label"] for sample in samples], dtype=torch.int64
-            ),
-            "num_real_tokens": int(cu_seqlens[-1]),
+            "next_sentence_label": torch.tensor([sample["next_sentence_label"] for sample in samples], dtype=torch.int64),
         }
+        return Batch(inputs, targets, num_tokens=int(cu_seqlens[-1]), num_sequences=len(samples))
 
     def _draw(self, samples: Sequence[dict], lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per token: selection priority, 80/10/10 action, random replacement id; seeded per sample."""
@@ -179,35 +177,25 @@ def _choose_words(
     return maskable & chosen[np.maximum(word_of_token, 0)]
 
 
-def to_padded(batch: dict, pad_id: int) -> dict:
-    """Flat batch -> transformers' layout: one row per sequence, ``[S, max_seqlen]``, right-padded.
+def to_padded(batch: Batch, pad_id: int) -> dict:
+    """A flat batch in transformers' layout: keyword arguments of one row per sequence,
+    ``[S, max_seqlen]``, right-padded (what a transformers model is fed in comparisons).
 
     Per-token ``labels`` (MLM: one per token) are padded with the ignore index; per-sequence
     ones (classification) and ``next_sentence_label`` pass through.
     """
-    cu_seqlens = batch["cu_seqlens"].long()
-    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
-    rows = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
-    columns = torch.arange(int(cu_seqlens[-1])) - cu_seqlens[rows]
-    shape = (len(lengths), batch["max_seqlen"])
-
-    def scatter(values: torch.Tensor, fill: int) -> torch.Tensor:
-        padded = torch.full(shape, fill, dtype=values.dtype)
-        padded[rows, columns] = values
-        return padded
-
+    inputs = batch.inputs
+    layout = inputs.layout
     padded = {
-        "input_ids": scatter(batch["input_ids"], pad_id),
-        "attention_mask": scatter(torch.ones_like(batch["input_ids"]), 0),
-        "token_type_ids": scatter(batch["token_type_ids"], 0),
+        "input_ids": layout.pad(inputs.input_ids, pad_id),
+        "attention_mask": layout.pad(torch.ones_like(inputs.input_ids), 0),
+        "token_type_ids": layout.pad(inputs.token_type_ids, 0),
     }
-    if batch.get("next_sentence_label") is not None:
-        padded["next_sentence_label"] = batch["next_sentence_label"]
-    labels = batch.get("labels")
-    if labels is not None:
-        if len(rows) == len(lengths):
+    for name, value in batch.targets.items():
+        per_token = value.numel() == inputs.input_ids.numel()
+        if per_token and value.numel() == inputs.num_sequences:
             raise ValueError("a batch of one-token sequences: per-token and per-sequence labels look alike")
-        padded["labels"] = scatter(labels, IGNORE_INDEX) if labels.numel() == len(rows) else labels
+        padded[name] = layout.pad(value, IGNORE_INDEX) if per_token else value
     return padded
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
 from pathlib import Path
 
 from ..errors import InputError, UserError
@@ -78,13 +77,3 @@ def read_documents(paths: list[Path]) -> list[Document]:
     for path in paths:
         documents.extend(split_documents(read_corpus_text(path)))
     return documents
-
-
-def make_staging_dir(out: Path) -> Path:
-    """An empty sibling of out to build into and rename when complete, with out's usual permissions."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700)
-    return staging

@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import platform
 import shlex
-import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,9 +26,10 @@ import numpy as np
 import tokenizers
 from tqdm import tqdm
 
+from ..atomic import staging_directory
 from ..errors import InputError, UserError
 from ..tokenizer import WordPieceTokenizer, load_tokenizer, tokenizer_hash
-from .corpus import Document, expand_corpus_paths, make_staging_dir, read_documents
+from .corpus import Document, expand_corpus_paths, read_documents
 from .dataset import FORMAT, FORMAT_VERSION, METADATA_FILE
 from .nsp import Pair, TokenizedCorpus, document_pairs
 
@@ -282,12 +282,7 @@ def _installed_version(distribution: str) -> str:
 
 
 def _write_atomically(out: Path, arrays: dict[str, np.ndarray], metadata: dict) -> None:
-    staging = make_staging_dir(out)
-    try:
+    with staging_directory(out) as staging:
         for name, array in arrays.items():
             np.save(staging / f"{name}.npy", array)
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

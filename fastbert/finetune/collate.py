@@ -1,17 +1,19 @@
 """Fine-tuning batches in the model's flat layout, and their seeded order.
 
-A batch concatenates the real tokens of its sequences (no padding) and describes them with
-``cu_seqlens``/``max_seqlen`` and per-sequence ``position_ids``. A multiple-choice item
-contributes its choices as consecutive sequences, which is the order the model expects.
+A batch concatenates the real tokens of its sequences (no padding) into
+:meth:`BertInputs.from_flat` inputs. A multiple-choice item contributes its choices as
+consecutive sequences, which is the order the model expects.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
+from ..model.inputs import Batch, BertInputs
 from .encoding import EncodedSequence
 
 
@@ -24,25 +26,26 @@ class Item:
     """E.g. {"labels": 1} or {"start_positions": 9, "end_positions": 11}; ints become int64, floats float32."""
 
 
-def collate(items: list[Item]) -> dict[str, torch.Tensor | int]:
+def collate(items: list[Item]) -> Batch:
     """The flat-layout batch of ``items`` (with ``num_choices`` when items hold several sequences)."""
     sequences = [seq for item in items for seq in item.sequences]
     lengths = [len(seq.input_ids) for seq in sequences]
     cu_seqlens = np.zeros(len(sequences) + 1, dtype=np.int32)
     np.cumsum(lengths, out=cu_seqlens[1:])
-    batch: dict[str, torch.Tensor | int] = {
-        "input_ids": torch.tensor([t for seq in sequences for t in seq.input_ids], dtype=torch.long),
-        "token_type_ids": torch.tensor([t for seq in sequences for t in seq.token_type_ids], dtype=torch.long),
-        "position_ids": torch.tensor([p for n in lengths for p in range(n)], dtype=torch.long),
-        "cu_seqlens": torch.from_numpy(cu_seqlens),
-        "max_seqlen": max(lengths),
-    }
+    inputs = BertInputs.from_flat(
+        torch.tensor([t for seq in sequences for t in seq.input_ids], dtype=torch.long),
+        torch.from_numpy(cu_seqlens),
+        max(lengths),
+        torch.tensor([p for n in lengths for p in range(n)], dtype=torch.long),
+        torch.tensor([t for seq in sequences for t in seq.token_type_ids], dtype=torch.long),
+    )
+    targets: dict[str, Any] = {}
     if len(items[0].sequences) > 1:
-        batch["num_choices"] = len(items[0].sequences)
+        targets["num_choices"] = len(items[0].sequences)
     for key, value in items[0].targets.items():
         dtype = torch.float32 if isinstance(value, float) else torch.long
-        batch[key] = torch.tensor([item.targets[key] for item in items], dtype=dtype)
-    return batch
+        targets[key] = torch.tensor([item.targets[key] for item in items], dtype=dtype)
+    return Batch(inputs, targets, num_tokens=int(cu_seqlens[-1]), num_sequences=len(sequences))
 
 
 def epoch_order(num_items: int, seed: int, epoch: int) -> np.ndarray:

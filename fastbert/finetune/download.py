@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from ..atomic import replace_directory
 from ..errors import InputError, UserError
 
 log = logging.getLogger(__name__)
@@ -157,9 +158,7 @@ def download(
         out = work / final.name
         dataset.build(downloads, out)
         (out / "MANIFEST.json").write_text(json.dumps({"files": manifest}, indent=2) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(out, final)
+        replace_directory(out, final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("%s ready in %s", name if task is None else f"{name} {task}", final)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..train.engine import Engine
+from ..train.engines import Engine
 from .collate import Item, collate
 from .features import Split
 from .metrics import label_metrics, squad_metrics
@@ -15,26 +15,20 @@ from .tasks import REGRESSION, SPAN, Task
 TARGET_KEYS = ("labels", "start_positions", "end_positions")
 
 
-@torch.no_grad()
 def predict(engine: Engine, items: list[Item], batch_size: int, kind: str) -> list[np.ndarray]:
     """Raw outputs per item: class logits, a regression score, choice scores, or (span) start/end logits."""
-    was_training = engine.module.training
-    engine.module.eval()
     outputs: list[np.ndarray] = []
-    try:
-        for begin in range(0, len(items), batch_size):
-            batch = collate(items[begin : begin + batch_size])
-            for key in TARGET_KEYS:
-                batch.pop(key, None)
-            result = engine(**batch)
-            if kind == SPAN:
-                bounds = batch["cu_seqlens"].tolist()
-                logits = torch.stack([result.start_logits, result.end_logits], dim=1).float().cpu().numpy()
-                outputs.extend(logits[b:e] for b, e in zip(bounds[:-1], bounds[1:]))
-            else:
-                outputs.extend(result.logits.float().cpu().numpy())
-    finally:
-        engine.module.train(was_training)
+    for begin in range(0, len(items), batch_size):
+        batch = collate(items[begin : begin + batch_size])
+        for key in TARGET_KEYS:
+            batch.targets.pop(key, None)
+        result = engine.forward(batch)
+        if kind == SPAN:
+            bounds = batch.inputs.layout.cu_seqlens.tolist()
+            logits = torch.stack([result.start_logits, result.end_logits], dim=1).float().cpu().numpy()
+            outputs.extend(logits[b:e] for b, e in zip(bounds[:-1], bounds[1:]))
+        else:
+            outputs.extend(result.logits.float().cpu().numpy())
     return outputs
 
 

@@ -8,26 +8,30 @@ and keep the best epoch's model as an HF directory. ``results.json`` gathers eve
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
 import shutil
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .. import atomic
 from ..environment import package_versions
 from ..errors import UserError
-from ..model import BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification
+from ..model import Batch, BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification
 from ..tokenizer import load_tokenizer
-from ..train.engine import Engine, EngineConfig, build_engine
-from ..train.loop import TrainingDiverged
+from ..train.config import EngineConfig
+from ..train.engines import Engine, build_engine
+from ..train.loop import LoopConfig
+from ..train.loop import train as train_loop
 from .collate import collate, epoch_order, rank_batches
+from .config import FinetuneConfig
 from .encoding import PairEncoder
 from .evaluate import evaluate
 from .features import Split, build_split
@@ -36,42 +40,6 @@ from .tasks import CLASSIFICATION, MULTIPLE_CHOICE, SPAN, Task, get_task
 log = logging.getLogger(__name__)
 
 HEADS = {SPAN: BertForQuestionAnswering, MULTIPLE_CHOICE: BertForMultipleChoice}
-
-
-@dataclass
-class FinetuneConfig:
-    """One fine-tuning run (all seeds)."""
-
-    task: str
-    data_dir: Path
-    """Folder holding the task's files (as `fastbert data download` lays them out)."""
-    init: Path
-    """HF BERT directory (or fastbert export) with model weights and tokenizer."""
-    out: Path
-    epochs: int = 3
-    lr: float = 2e-5
-    batch_size: int = 32
-    """Sequences (multiple choice: examples) per micro-batch on each rank."""
-    max_seq_len: int = 128
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    seeds: tuple[int, ...] = (42,)
-    deepspeed_config: dict[str, Any] | None = field(default=None, repr=False)
-    max_train_examples: int | None = None
-    """Train on the first N training examples only (quick runs)."""
-    cuda_graphs: bool = False
-    """Replay training steps from CUDA graphs (classification tasks, one GPU; see fastbert.train.cuda_graphs)."""
-    command: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_seq_len"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.warmup_ratio <= 1:
-            raise UserError(f"--warmup-ratio must be in [0, 1], got {self.warmup_ratio}")
-        if not self.seeds:
-            raise UserError("no seeds given")
 
 
 def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
@@ -102,7 +70,7 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
         "wall_time_s": time.perf_counter() - started,
     }
     if is_main:
-        _write_json_atomic(config.out / "results.json", results)
+        atomic.write_json(config.out / "results.json", results)
         _print_summary(task, results["summary"], config.seeds)
     return results
 
@@ -112,19 +80,57 @@ def _run_seed(
 ) -> tuple[dict[str, Any], bool]:
     torch.manual_seed(seed)  # the new head's initialisation and dropout
     model = _load_model(task, config.init)
-    engine = build_engine(model, _engine_config(config, task, seed, len(train.items)))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    steps_per_epoch = (len(train.items) // config.batch_size + bool(len(train.items) % config.batch_size)) // world_size
+    if steps_per_epoch < 1:
+        raise UserError(f"{len(train.items)} training items make no full batch per rank for {world_size} rank(s)")
+    engine = build_engine(model, EngineConfig(
+        optim=config.optim,
+        total_steps=steps_per_epoch * config.epochs,
+        micro_batch_size=config.batch_size,
+        deepspeed_config=config.deepspeed_config,
+        seed=seed,
+        cuda_graphs=config.cuda_graphs,  # rows padded to the longest sequence rounded up to 64
+    ))
+
+    def batches(step: int) -> Iterator[Batch]:
+        """This rank's batches from optimizer step ``step`` on: epoch after epoch of the seeded order."""
+        for epoch in range(step // steps_per_epoch + 1, config.epochs + 1):
+            order = epoch_order(len(train.items), seed, epoch)
+            skip = step - (epoch - 1) * steps_per_epoch if epoch == step // steps_per_epoch + 1 else 0
+            for indices in rank_batches(order, config.batch_size, engine.rank, engine.world_size)[skip:]:
+                yield collate([train.items[i] for i in indices])
+
     main_split, main_metric = devs[0].name, task.metrics[0]
-    epochs, best = [], None
-    started = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        record = _train_epoch(engine, config, train, seed, epoch)
-        record["eval"] = {dev.name: evaluate(engine, task, dev, 2 * config.batch_size) for dev in devs}
+    epochs: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+
+    def evaluate_epoch(step: int, trained: dict[str, Any]) -> dict[str, Any]:
+        nonlocal best
+        epoch = step // steps_per_epoch
+        record = {
+            "epoch": epoch,
+            "train_loss": trained["loss"],
+            "train_steps": steps_per_epoch,
+            "train_tokens": int(trained["tokens"]),
+            "train_seconds": trained["seconds"],
+            "train_tokens_per_s": trained["tokens_per_s"],
+            "lr_end": trained["lr"],
+            "eval": {dev.name: evaluate(engine, task, dev, 2 * config.batch_size) for dev in devs},
+        }
         epochs.append(record)
-        score = record["eval"][main_split][main_metric]
         log.info("seed %d epoch %d: loss %.4f, %s", seed, epoch, record["train_loss"], _format_eval(record["eval"]))
-        if best is None or score > best["eval"][main_split][main_metric]:
+        if best is None or record["eval"][main_split][main_metric] > best["eval"][main_split][main_metric]:
             best = {"epoch": epoch, "eval": record["eval"]}
             _export(engine, tokenizer, run_dir / "model")
+        return record["eval"]
+
+    started = time.perf_counter()
+    loop = LoopConfig(
+        out_dir=run_dir, max_steps=steps_per_epoch * config.epochs, log_every=config.log_every,
+        eval_every=steps_per_epoch, save_final=False, progress=False,
+    )
+    train_loop(engine, batches, loop, LossOnly(), evaluate=evaluate_epoch)
     run = {
         "seed": seed,
         "epochs": epochs,
@@ -136,69 +142,31 @@ def _run_seed(
     return run, engine.is_main
 
 
+class LossOnly:
+    """Fine-tuning logs the training loss (the loop's own); its task metrics come from the dev sets."""
+
+    def batch_sums(self, batch: Batch, outputs: Any) -> dict[str, torch.Tensor | float]:
+        return {}
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        return {}
+
+
 def _load_model(task: Task, init: Path):
     head = HEADS.get(task.kind, BertForSequenceClassification)
     overrides = {"num_labels": task.num_labels} if head is BertForSequenceClassification else {}
     return head.from_pretrained(init, **overrides)
 
 
-def _engine_config(config: FinetuneConfig, task: Task, seed: int, num_items: int) -> EngineConfig:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    steps_per_epoch = (num_items // config.batch_size + bool(num_items % config.batch_size)) // world_size
-    if steps_per_epoch < 1:
-        raise UserError(f"{num_items} training items make no full batch per rank for {world_size} rank(s)")
-    return EngineConfig(
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        total_steps=steps_per_epoch * config.epochs,
-        warmup_ratio=config.warmup_ratio,
-        grad_clip=config.grad_clip,
-        micro_batch_size=config.batch_size,
-        deepspeed_config=config.deepspeed_config,
-        seed=seed,
-        cuda_graphs=config.cuda_graphs,  # rows padded to the longest sequence rounded up to 64
-    )
-
-
-def _train_epoch(engine: Engine, config: FinetuneConfig, train: Split, seed: int, epoch: int) -> dict[str, Any]:
-    engine.module.train()
-    order = epoch_order(len(train.items), seed, epoch)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=engine.device)
-    tokens = steps = 0
-    started = time.perf_counter()
-    for indices in rank_batches(order, config.batch_size, engine.rank, engine.world_size):
-        batch = collate([train.items[i] for i in indices])
-        loss = engine(**batch).loss
-        if not torch.isfinite(loss.detach()):  # before backward/step: a NaN never reaches the weights
-            raise TrainingDiverged(f"non-finite loss at step {engine.global_step + 1} (epoch {epoch}); lower --lr")
-        engine.backward(loss)
-        engine.step()
-        loss_sum += loss.detach().double()
-        tokens += batch["input_ids"].numel()
-        steps += 1
-    seconds = time.perf_counter() - started
-    totals = engine.sum_across_ranks(torch.tensor([loss_sum.item(), float(steps), float(tokens)], dtype=torch.float64))
-    return {
-        "epoch": epoch,
-        "train_loss": totals[0].item() / max(totals[1].item(), 1.0),
-        "train_steps": steps,
-        "train_tokens": int(totals[2].item()),
-        "train_seconds": seconds,
-        "train_tokens_per_s": totals[2].item() / seconds,
-        "lr_end": engine.get_lr(),
-    }
-
-
 def _export(engine: Engine, tokenizer, target: Path) -> None:
     """Write the model to ``target`` through a temporary folder (all ranks take part in the gather)."""
-    tmp = target.with_name(f".{target.name}.tmp")
+    staging = target.with_name(f".{target.name}.tmp")
     if engine.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
     engine.barrier()
-    engine.export_hf(tmp, tokenizer=tokenizer)
+    engine.export_hf(staging, tokenizer=tokenizer)
     if engine.is_main:
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+        atomic.replace_directory(staging, target)
     engine.barrier()
 
 
@@ -239,8 +207,3 @@ def environment_versions() -> dict[str, str]:
     return versions
 
 
-def _write_json_atomic(path: Path, content: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=2) + "\n")
-    tmp.replace(path)

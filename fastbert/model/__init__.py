@@ -1,22 +1,26 @@
 """BERT encoder and heads; checkpoints interchangeable with transformers."""
 
 from .attention import varlen_attention
-from .bert import (
+from .backends import Backends
+from .config import PRESETS, BertConfig
+from .encoder import BertModel, BertPreTrainedModel, EncoderOutput
+from .heads import (
     BertForMultipleChoice,
     BertForPreTraining,
     BertForQuestionAnswering,
     BertForSequenceClassification,
-    BertModel,
-    BertPreTrainedModel,
     ClassifierOutput,
-    EncoderOutput,
     PreTrainingOutput,
     QuestionAnsweringOutput,
 )
-from .config import PRESETS, BertConfig
+from .inputs import IGNORE_INDEX, Batch, BertInputs
 from .layout import SequenceLayout
 
 __all__ = [
+    "Backends",
+    "Batch",
+    "BertInputs",
+    "IGNORE_INDEX",
     "BertConfig",
     "PRESETS",
     "BertModel",

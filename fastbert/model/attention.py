@@ -11,7 +11,8 @@ first:
 * ``sdpa``: pad per sequence and run ``scaled_dot_product_attention`` with a boolean key
   mask. Runs everywhere; the CPU path and the reference.
 
-``FASTBERT_ATTENTION`` (or the config's ``attention_backend``) chooses; ``auto`` takes the
+``FASTBERT_ATTENTION`` (read once per model, into its :class:`~fastbert.model.backends.Backends`)
+or an explicit ``backend`` chooses; ``auto`` takes the
 fastest available for the tensors' device and dtype (an fp32 model on a GPU gets ``sdpa``;
 under autocast q, k and v come out of a bf16/fp16 matmul). The choice is logged once per
 (backend, device).
@@ -51,6 +52,11 @@ def _torch_varlen_available(device: torch.device) -> bool:
     return device.type == "cuda" and _HAS_TORCH_VARLEN
 
 
+def requested_attention_backend() -> str:
+    """What ``FASTBERT_ATTENTION`` asks for ("auto" when unset)."""
+    return os.environ.get(ENV_VAR) or "auto"
+
+
 def resolve_attention_backend(
     device: torch.device,
     dropout_p: float,
@@ -60,11 +66,10 @@ def resolve_attention_backend(
 ) -> str:
     """The backend that runs for ``dtype`` tensors on ``device``; forcing an unavailable one is an error.
 
-    ``varlen_layout=False`` (a :class:`PaddedRowsLayout`, whose stream keeps its padding)
-    allows only ``sdpa``.
+    ``override`` None reads ``FASTBERT_ATTENTION``. ``varlen_layout=False`` (a
+    :class:`PaddedRowsLayout`, whose stream keeps its padding) allows only ``sdpa``.
     """
-    requested = override if override not in (None, "auto") else os.environ.get(ENV_VAR, "auto")
-    requested = requested.strip().lower()
+    requested = (override if override is not None else requested_attention_backend()).strip().lower()
     if requested not in BACKENDS:
         raise ValueError(f"attention backend {requested!r} is unknown; expected one of {', '.join(BACKENDS)}")
     if not varlen_layout and requested not in ("auto", "sdpa"):

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
+from ..atomic import write_file
 from ..errors import UserError
 from .config import BertConfig
 
@@ -93,15 +93,7 @@ class PretrainedMixin:
         directory = Path(directory)
         if not directory.is_dir():
             raise UserError(f"{directory}: no such model directory")
-        config = BertConfig.load(directory / "config.json")
-        if "num_labels" in config_overrides and config_overrides["num_labels"] != config.num_labels:
-            for stale in ("id2label", "label2id"):
-                config.extra.pop(stale, None)
-        for name, value in config_overrides.items():
-            if not hasattr(config, name):
-                raise UserError(f"unknown config field {name!r}")
-            setattr(config, name, value)
-        config.__post_init__()
+        config = BertConfig.from_pretrained(directory / "config.json", **config_overrides)
         state, source = read_state_dict(directory)
         # Built without memory or random init (a base model's init costs more than reading
         # its weights); only what the checkpoint lacks (a new head) is initialised.
@@ -154,8 +146,8 @@ class PretrainedMixin:
                 continue
             seen.add(id(value))
             tensors[key] = value.detach().to("cpu").contiguous().clone()
-        _atomic_write(directory / SAFETENSORS, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-        _atomic_write(
+        write_file(directory / SAFETENSORS, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+        write_file(
             directory / "config.json",
             lambda tmp: self.config.save(tmp, architectures=[type(self).__name__]),
         )
@@ -163,15 +155,3 @@ class PretrainedMixin:
             from fastbert.tokenizer import save_tokenizer
 
             save_tokenizer(tokenizer, directory)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: a file that exists is complete."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

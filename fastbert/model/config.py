@@ -12,11 +12,18 @@ from typing import Any
 from ..errors import UserError
 
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh")
+RUN_TIME_KEYS = ("kernel_backend", "attention_backend")
+"""Backend choices that fastbert once wrote into config.json; they belong to a run
+(fastbert.model.Backends), so loading drops them."""
 
 
 @dataclass
 class BertConfig:
-    """A BERT encoder's shape and regularisation; field names and defaults follow transformers."""
+    """A BERT encoder's shape and regularisation; field names and defaults follow transformers.
+
+    Only what the weights mean lives here: which kernels run is chosen at run time
+    (:class:`fastbert.model.Backends`) and never saved.
+    """
 
     vocab_size: int = 30522
     """Rows of the word-embedding table (and columns of the MLM decoder)."""
@@ -50,10 +57,6 @@ class BertConfig:
     """"regression", "single_label_classification" or "multi_label_classification"; inferred when None."""
     classifier_dropout: float | None = None
     """Dropout before the classifier; hidden_dropout_prob when None."""
-    kernel_backend: str = "auto"
-    """Fused-op backend: "auto", "triton" or "torch" (FASTBERT_KERNELS overrides "auto")."""
-    attention_backend: str = "auto"
-    """Attention backend: "auto", "flash_attn", "torch_varlen" or "sdpa" (FASTBERT_ATTENTION overrides "auto")."""
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     """Fields of a config.json this class does not model, kept so that a save round-trips them."""
 
@@ -94,7 +97,7 @@ class BertConfig:
     def from_dict(cls, data: dict[str, Any]) -> "BertConfig":
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in data.items() if k in known}
-        extra = {k: v for k, v in data.items() if k not in known and k != "model_type"}
+        extra = {k: v for k, v in data.items() if k not in known and k not in ("model_type", *RUN_TIME_KEYS)}
         if "id2label" in data and "num_labels" not in data:
             kwargs["num_labels"] = len(data["id2label"])
         return cls(**kwargs, extra=extra)
@@ -104,6 +107,20 @@ class BertConfig:
         if architectures:
             data["architectures"] = architectures
         Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, **overrides: Any) -> "BertConfig":
+        """The config of an HF BERT directory (or its config.json), with fields overridden, as transformers spells it."""
+        config = cls.load(directory)
+        if "num_labels" in overrides and overrides["num_labels"] != config.num_labels:
+            for stale in ("id2label", "label2id"):  # describe the old head's labels
+                config.extra.pop(stale, None)
+        for name, value in overrides.items():
+            if name not in _FIELD_NAMES:
+                raise UserError(f"unknown config field {name!r}")
+            setattr(config, name, value)
+        config.__post_init__()
+        return config
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BertConfig":
@@ -134,3 +151,6 @@ PRESETS: dict[str, dict[str, int]] = {
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
     "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
 }
+
+
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(BertConfig)) - {"extra"}

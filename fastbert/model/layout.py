@@ -7,7 +7,9 @@ of a batch are simply consecutive sequences here.
 
 :class:`PaddedRowsLayout` is the exception, for static shapes: the stream is the padded
 batch itself, so every shape depends on ``[batch, seq]`` alone and nothing needs the
-data on the host (what CUDA-graph capture requires; see ``fastbert.train.cuda_graphs``).
+data on the host (what CUDA-graph capture requires; see ``fastbert.train.engines.graphed``).
+
+How a batch becomes one of these layouts is :mod:`.inputs`.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ class SequenceLayout:
         """``[S, max_seqlen, ...]`` → ``[N, ...]``."""
         return _GatherRows.apply(padded.reshape(-1, *padded.shape[2:]), self.padded_index)
 
+    def to(self, device: torch.device, non_blocking: bool = False) -> "SequenceLayout":
+        return SequenceLayout(self.cu_seqlens.to(device, non_blocking=non_blocking), self.max_seqlen)
+
     @classmethod
     def from_lengths(cls, lengths: torch.Tensor) -> "SequenceLayout":
         cu_seqlens = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
@@ -147,6 +152,9 @@ class PaddedRowsLayout(SequenceLayout):
         starts = torch.arange(0, (rows + 1) * row_len, row_len, dtype=torch.int32, device=key_mask.device)
         return cls(starts, row_len, key_mask.bool())
 
+    def to(self, device: torch.device, non_blocking: bool = False) -> "PaddedRowsLayout":
+        return PaddedRowsLayout.from_mask(self.key_mask.to(device, non_blocking=non_blocking))
+
     @cached_property
     def lengths(self) -> torch.Tensor:
         return self.key_mask.sum(1)
@@ -170,80 +178,3 @@ class PaddedRowsLayout(SequenceLayout):
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         return padded.reshape(-1, *padded.shape[2:])
-
-
-@dataclass(eq=False)
-class Unpadded:
-    """A padded ``[B, T]`` batch reduced to its real tokens, and how to put them back."""
-
-    input_ids: torch.Tensor
-    token_type_ids: torch.Tensor
-    position_ids: torch.Tensor
-    layout: SequenceLayout
-    token_index: torch.Tensor  # flat index of each real token in [B * T]
-    batch_size: int
-    seq_len: int
-
-    def repad(self, flat: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
-        """``[N, ...]`` → ``[B, T, ...]`` in the caller's original positions."""
-        out = flat.new_full((self.batch_size * self.seq_len, *flat.shape[1:]), fill)
-        out = out.index_copy(0, self.token_index, flat)
-        return out.view(self.batch_size, self.seq_len, *flat.shape[1:])
-
-    def gather(self, padded: torch.Tensor) -> torch.Tensor:
-        """``[B, T, ...]`` (e.g. labels) → ``[N, ...]`` on the real tokens."""
-        return padded.reshape(-1, *padded.shape[2:]).index_select(0, self.token_index)
-
-
-def padded_batch_defaults(
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    token_type_ids: torch.Tensor | None,
-    position_ids: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Check a transformers-style ``[B, T]`` batch; its boolean mask, token types and
-    positions (``[B, T]``, defaults filled in as transformers fills them)."""
-    if input_ids.dim() != 2:
-        raise ValueError(f"padded input_ids must be [batch, seq]; got shape {tuple(input_ids.shape)}")
-    batch, seq = input_ids.shape
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
-    elif attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
-    if token_type_ids is None:
-        token_type_ids = torch.zeros_like(input_ids)
-    if position_ids is None:
-        position_ids = torch.arange(seq, device=input_ids.device)
-    return attention_mask.bool(), token_type_ids.expand(batch, seq), position_ids.expand(batch, seq)
-
-
-def unpad_batch(
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    token_type_ids: torch.Tensor | None,
-    position_ids: torch.Tensor | None,
-) -> Unpadded:
-    """Drop the padding of a transformers-style batch.
-
-    Positions default to the column index (as transformers does), so a token keeps the
-    position it had in the padded row whatever the mask looks like.
-    """
-    mask, token_type_ids, position_ids = padded_batch_defaults(input_ids, attention_mask, token_type_ids, position_ids)
-    batch, seq = input_ids.shape
-    lengths = mask.sum(1)
-    if bool((lengths == 0).any()):
-        raise ValueError(f"attention_mask rows {(lengths == 0).nonzero().flatten().tolist()} have no tokens")
-    token_index = mask.flatten().nonzero().flatten()
-
-    def gather(t: torch.Tensor) -> torch.Tensor:
-        return t.reshape(-1).index_select(0, token_index)
-
-    return Unpadded(
-        input_ids=gather(input_ids),
-        token_type_ids=gather(token_type_ids),
-        position_ids=gather(position_ids),
-        layout=SequenceLayout.from_lengths(lengths),
-        token_index=token_index,
-        batch_size=batch,
-        seq_len=seq,
-    )

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import atomic
 from ..errors import UserError
-from .engine import Engine
+from .engines import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +48,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class CheckpointManager:
@@ -80,7 +75,7 @@ class CheckpointManager:
         if engine.is_main:
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-            write_text_atomic(self.root / LATEST, final.name + "\n")
+            atomic.write_text(self.root / LATEST, final.name + "\n")
         engine.barrier()
         return final
 

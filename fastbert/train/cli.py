@@ -7,18 +7,10 @@ import os
 import logging
 from pathlib import Path
 
-import yaml
-
-from ..errors import UserError
-from .config import PretrainConfig
+from ..config_cli import add_config_flags, add_set_flag, given_settings, parse_set
+from .config import PretrainConfig, read_deepspeed_config
 
 logger = logging.getLogger(__name__)
-
-# Flag → PretrainConfig field, for the settings most often changed on the command line.
-FLAG_FIELDS = {
-    "max_steps": int, "batch_size": int, "grad_accum_steps": int, "lr": float, "warmup_steps": int,
-    "log_every": int, "save_every": int, "seed": int, "optimizer": str, "num_workers": int, "max_minutes": float,
-}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pretrain",
         help="pretrain BERT (MLM + NSP) on data from `fastbert data prepare`",
         description="Launch with `deepspeed --num_gpus N --module fastbert pretrain ...`, "
-        "`torchrun --nproc_per_node N -m fastbert pretrain ...` or plainly.",
+        "`torchrun --nproc_per_node N -m fastbert pretrain ...` or plainly. Settings come from --config; "
+        "the setting flags and --set override it (the defaults shown are for settings it leaves out).",
     )
     parser.add_argument("--config", type=Path, required=True, help="YAML training config (configs/pretrain/*.yaml)")
     parser.add_argument("--data", type=Path, required=True, help="prepared pretraining data directory")
@@ -35,33 +28,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tokenizer", type=Path, help="tokenizer to save with the model (default: the data's)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (metrics still go to metrics.jsonl)")
-    for name, kind in FLAG_FIELDS.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name, metavar=kind.__name__.upper())
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config setting (VALUE is YAML), e.g. --set model_overrides={hidden_dropout_prob: 0}")
+    add_config_flags(parser.add_argument_group("settings (override --config)"), PretrainConfig)
+    add_set_flag(parser)
     parser.set_defaults(func=run)
 
 
-def parse_overrides(args: argparse.Namespace) -> dict:
-    overrides = {name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name) is not None}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            overrides[key] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise UserError(f"--set {item!r}: VALUE is not valid YAML") from None
-    return overrides
+def build_pretrain_config(args: argparse.Namespace) -> PretrainConfig:
+    """The YAML config with the setting flags, then ``--set``, applied."""
+    overrides = {**given_settings(args), **parse_set(args.set)}
+    return PretrainConfig.load(args.config).updated(overrides, source="command line")
 
 
 def run(args: argparse.Namespace) -> int:
-    from .pretrain import load_deepspeed_config, run_pretraining
+    from .pretrain import run_pretraining
 
-    config = PretrainConfig.load(args.config).updated(parse_overrides(args), source="command line")
     result = run_pretraining(
-        config, args.data, args.out,
-        deepspeed_config=load_deepspeed_config(args.deepspeed),
+        build_pretrain_config(args), args.data, args.out,
+        deepspeed_config=read_deepspeed_config(args.deepspeed),
         resume=args.resume, tokenizer_dir=args.tokenizer, progress=not args.no_progress,
     )
     if result.records and int(os.environ.get("RANK", "0")) == 0:

@@ -1,8 +1,13 @@
-"""``PretrainConfig``: the typed training settings behind ``configs/pretrain/*.yaml``."""
+"""Typed training settings: the optimizer shared by every run, what engines need, and ``PretrainConfig``.
+
+Nothing here imports torch, so the CLI can parse and validate every setting before the
+heavy imports start.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import types
 import typing
@@ -13,7 +18,109 @@ from typing import Any
 import yaml
 
 from ..errors import InputError, UserError
-from .engine import EngineConfig
+
+OPTIMIZERS = ("adamw", "lamb")
+
+
+@dataclass
+class OptimizerConfig:
+    """The optimizer and its schedule, shared by pretraining and fine-tuning."""
+
+    optimizer: str = "adamw"
+    """"adamw" (torch, fused on CUDA and CPU) or "lamb" (fastbert.train.lamb)."""
+    lr: float = 1e-4
+    """Peak learning rate, reached at the end of warmup."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay on matrices (never on biases or LayerNorm weights)."""
+    beta1: float = 0.9
+    """Adam/LAMB first-moment decay."""
+    beta2: float = 0.999
+    """Adam/LAMB second-moment decay."""
+    eps: float = 1e-6
+    """Adam/LAMB denominator epsilon."""
+    warmup_steps: int | None = None
+    """Steps of linear warmup; None means warmup_ratio × the run's optimizer steps."""
+    warmup_ratio: float = 0.01
+    """Fraction of the run's optimizer steps spent warming up when warmup_steps is None."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0 disables clipping)."""
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"optimizer {self.optimizer!r} is unknown; expected one of {', '.join(OPTIMIZERS)}")
+        if self.lr <= 0:
+            raise UserError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise UserError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise UserError(f"warmup_steps must be at least 0, got {self.warmup_steps}")
+        if self.grad_clip < 0:
+            raise UserError(f"grad_clip must be at least 0 (0 disables clipping), got {self.grad_clip}")
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        return (self.beta1, self.beta2)
+
+    def warmup_for(self, total_steps: int) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else round(self.warmup_ratio * total_steps)
+
+
+OPTIMIZER_SETTINGS = tuple(f.name for f in dataclasses.fields(OptimizerConfig))
+
+
+@dataclass
+class EngineConfig:
+    """What every engine needs: the optimizer, the step's shape, precision and distribution."""
+
+    optim: OptimizerConfig = field(default_factory=OptimizerConfig)
+    """The optimizer and its learning-rate schedule."""
+    total_steps: int = 1000
+    """Optimizer steps of the whole run; the learning rate decays linearly to 0 there."""
+    grad_accum_steps: int = 1
+    """Micro-batches per optimizer step on each rank."""
+    micro_batch_size: int = 8
+    """Sequences per micro-batch on each rank."""
+    bf16: bool | None = None
+    """bf16 autocast (local) / bf16 training (DeepSpeed); None means on CUDA only."""
+    deepspeed_config: dict[str, Any] | None = field(default=None, repr=False)
+    """A DeepSpeed config dict; None trains in this process without DeepSpeed."""
+    seed: int = 0
+    """Seed for parameter init and dropout (set before the model is built)."""
+    cuda_graphs: bool = False
+    """Replay each micro-batch's forward + backward from a CUDA graph (local engine on CUDA;
+    see fastbert.train.engines.graphed). Batches are padded to micro_batch_size x static_seq_len."""
+    static_seq_len: int | None = None
+    """Row length of CUDA-graph batches; None: the longest sequence rounded up to 64."""
+
+    def __post_init__(self) -> None:
+        for name in ("total_steps", "grad_accum_steps", "micro_batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.cuda_graphs and self.deepspeed_config is not None:
+            raise UserError("cuda_graphs works with the local engine only; DeepSpeed runs its own step")
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.optim.warmup_for(self.total_steps)
+
+    def use_bf16(self, device_type: str) -> bool:
+        return device_type == "cuda" if self.bf16 is None else self.bf16
+
+
+def read_deepspeed_config(path: str | os.PathLike | None) -> dict[str, Any] | None:
+    """The DeepSpeed JSON config at ``path`` (None for none); whether to default one is the engine's call."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such DeepSpeed config file")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"not valid JSON ({err.msg})", line=err.lineno) from None
+    if not isinstance(config, dict):
+        raise InputError(path, "expected a JSON object")
+    return config
 
 
 @dataclass
@@ -32,24 +139,8 @@ class PretrainConfig:
     """Sequences per micro-batch on each rank."""
     grad_accum_steps: int = 1
     """Micro-batches per optimizer step; global batch = batch_size × grad_accum_steps × ranks."""
-    optimizer: str = "adamw"
-    """"adamw" or "lamb"."""
-    lr: float = 1e-4
-    """Peak learning rate."""
-    weight_decay: float = 0.01
-    """Decoupled weight decay (not on biases or LayerNorm weights)."""
-    beta1: float = 0.9
-    """First-moment decay."""
-    beta2: float = 0.999
-    """Second-moment decay."""
-    eps: float = 1e-6
-    """Optimizer epsilon."""
-    warmup_steps: int | None = None
-    """Linear warmup steps; None means warmup_ratio × max_steps."""
-    warmup_ratio: float = 0.01
-    """Warmup fraction when warmup_steps is None."""
-    grad_clip: float = 1.0
-    """Global gradient-norm clip (0 disables)."""
+    optim: OptimizerConfig = field(default_factory=OptimizerConfig)
+    """The optimizer and schedule; YAML and --set take its settings flat (lr: 1e-4) or as an optim mapping."""
     mlm_probability: float = 0.15
     """Fraction of tokens chosen for masked-LM prediction."""
     bf16: bool | None = None
@@ -83,24 +174,38 @@ class PretrainConfig:
         return cls().updated(data, source=str(path))
 
     def updated(self, values: dict[str, Any], source: str) -> "PretrainConfig":
-        """A copy with ``values`` applied, each checked against the field's type."""
-        hints = typing.get_type_hints(PretrainConfig)
-        names = [f.name for f in dataclasses.fields(self)]
-        changes = {}
-        for key, value in values.items():
-            if key not in hints:
-                raise UserError(f"{source}: unknown setting {key!r}; expected one of {', '.join(names)}")
-            changes[key] = _coerce(value, hints[key], f"{source}: setting {key!r}")
-        return dataclasses.replace(self, **changes)
+        """A copy with ``values`` applied, each checked against the field's type.
 
-    def engine_config(self, deepspeed_config: dict[str, Any] | None) -> EngineConfig:
+        Optimizer settings may be flat (``lr: 1e-4``, as the YAML files write them) or an
+        ``optim`` mapping; flat ones win where both are given.
+        """
+        values = dict(values)
+        nested = values.pop("optim", {})
+        if not isinstance(nested, dict):
+            raise UserError(f"{source}: setting 'optim' is {nested!r}; expected a mapping of optimizer settings")
+        flat = {name: values.pop(name) for name in OPTIMIZER_SETTINGS if name in values}
+        optim = _checked(OptimizerConfig, nested, source, prefix="optim.") | _checked(OptimizerConfig, flat, source)
+        changes = _checked(PretrainConfig, values, source, also_valid=OPTIMIZER_SETTINGS)
+        return dataclasses.replace(self, **changes, optim=dataclasses.replace(self.optim, **optim))
+
+    def engine_config(self, deepspeed_config: dict[str, Any] | None, static_seq_len: int | None = None) -> EngineConfig:
         return EngineConfig(
-            lr=self.lr, weight_decay=self.weight_decay, betas=(self.beta1, self.beta2), eps=self.eps,
-            optimizer=self.optimizer, total_steps=self.max_steps, warmup_steps=self.warmup_steps,
-            warmup_ratio=self.warmup_ratio, grad_clip=self.grad_clip, grad_accum_steps=self.grad_accum_steps,
+            optim=self.optim, total_steps=self.max_steps, grad_accum_steps=self.grad_accum_steps,
             micro_batch_size=self.batch_size, bf16=self.bf16, deepspeed_config=deepspeed_config, seed=self.seed,
-            cuda_graphs=self.cuda_graphs,
+            cuda_graphs=self.cuda_graphs, static_seq_len=static_seq_len,
         )
+
+
+def _checked(cls: type, values: dict[str, Any], source: str, prefix: str = "", also_valid: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``values`` type-checked against the fields of ``cls``; an unknown name gets the list of valid ones."""
+    hints = typing.get_type_hints(cls)
+    checked = {}
+    for key, value in values.items():
+        if key not in hints:
+            valid = ", ".join(prefix + name for name in [*hints, *also_valid])
+            raise UserError(f"{source}: unknown setting {prefix + str(key)!r}; expected one of {valid}")
+        checked[key] = _coerce(value, hints[key], f"{source}: setting {prefix + key!r}")
+    return checked
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

@@ -3,7 +3,7 @@
 Runs on any device, so DeepSpeed never has to JIT-compile its CUDA-only fused LAMB. Adam
 moments with bias correction give a per-tensor update ``u = m̂ / (√v̂ + eps) + wd·w``; each
 tensor then moves by ``lr · ‖w‖ / ‖u‖ · u`` (trust ratio 1 when either norm is zero).
-The trust ratio is per parameter tensor, which is why :mod:`fastbert.train.deepspeed_engine`
+The trust ratio is per parameter tensor, which is why :mod:`fastbert.train.engines.deepspeed_engine`
 refuses LAMB where DeepSpeed flattens parameters into shards.
 """
 

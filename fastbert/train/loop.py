@@ -1,10 +1,11 @@
 """The training loop shared by pretraining and fine-tuning.
 
-Per micro-batch: ``engine(**batch)``, ``engine.backward(loss)``, ``engine.step()``. Around
-that: a non-finite check before every optimizer update (one host sync per update), metrics
-every ``log_every`` steps (summed over ranks, printed on a tqdm bar, appended to
-metrics.jsonl), checkpoints every ``save_every`` steps and at the end, and resume from the
-latest complete checkpoint. The loop never divides losses: the engine owns accumulation.
+Per micro-batch: ``engine.train_step(batch)`` (forward, backward, and the update when the
+micro-batch closes an accumulation window; the engine refuses to step on a non-finite
+loss). Around that: metrics every ``log_every`` optimizer steps (summed over ranks, shown
+on a tqdm bar, appended to metrics.jsonl), an evaluation hook every ``eval_every`` steps
+and at the end, checkpoints every ``save_every`` steps and at the end, and resume from the
+latest complete checkpoint. Between logging steps nothing is read from the device.
 """
 
 from __future__ import annotations
@@ -19,26 +20,31 @@ from typing import Any, Protocol
 
 import torch
 
+from ..atomic import staging_directory
 from ..errors import UserError
+from ..model.inputs import Batch
 from .checkpoint import CheckpointManager
-from .engine import Engine
+from .engines import Engine, TrainingDiverged
 from .metrics import MetricsLog, peak_flops
 
 logger = logging.getLogger(__name__)
 
-
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite; no optimizer step was taken on it."""
+__all__ = ["LoopConfig", "LoopResult", "TaskMetrics", "TrainingDiverged", "train"]
 
 
 class TaskMetrics(Protocol):
     """What a task adds to the loop's metrics."""
 
-    def batch_sums(self, batch: dict[str, Any], outputs: Any) -> dict[str, torch.Tensor | float]:
+    def batch_sums(self, batch: Batch, outputs: Any) -> dict[str, torch.Tensor | float]:
         """Quantities to sum over micro-batches and ranks (tensors stay on the device until logging)."""
 
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:
         """Turn summed quantities into the logged values (means, accuracies)."""
+
+
+Evaluation = Callable[[int, dict[str, Any]], dict[str, Any]]
+"""``evaluate(step, train)`` → metrics to log; ``train`` summarizes training since the last
+evaluation (the logged keys plus ``tokens`` and ``seconds``)."""
 
 
 @dataclass
@@ -47,12 +53,14 @@ class LoopConfig:
     """Where metrics.jsonl, checkpoints/ and the final model/ go."""
     max_steps: int
     """Optimizer steps to reach (counting steps done before a resume)."""
-    grad_accum_steps: int = 1
-    """Micro-batches per optimizer step; must match the engine's."""
     log_every: int = 10
     """Log metrics every this many optimizer steps."""
+    eval_every: int = 0
+    """Run the evaluation hook every this many steps (and at the end); 0: only at the end."""
     save_every: int = 0
     """Checkpoint every this many steps; 0 means only at the end."""
+    save_final: bool = True
+    """Checkpoint at the end and publish its HF export as ``out_dir/model`` (fine-tuning keeps its best model itself)."""
     max_minutes: float | None = None
     """Stop (with a checkpoint) once this much wall time has passed; None means no limit."""
     progress: bool = True
@@ -66,20 +74,13 @@ class LoopResult:
     step: int
     """Optimizer steps done at the end."""
     records: list[dict[str, Any]]
-    """The metrics logged by this invocation."""
+    """The training metrics logged by this invocation."""
+    evaluations: list[dict[str, Any]]
+    """What the evaluation hook returned, with its step."""
     checkpoint: Path | None
     """The last checkpoint written."""
     stopped_by: str
     """"max_steps", "time" or "data"."""
-
-
-def count_tokens_and_sequences(batch: dict[str, Any]) -> tuple[torch.Tensor | int, int]:
-    """Real (non-pad) tokens and sequences of a flat (cu_seqlens) or padded batch."""
-    if batch.get("cu_seqlens") is not None:
-        return batch["input_ids"].numel(), batch["cu_seqlens"].numel() - 1
-    mask = batch.get("attention_mask")
-    tokens = batch["input_ids"].numel() if mask is None else mask.sum()
-    return tokens, batch["input_ids"].shape[0]
 
 
 class _Meter:
@@ -88,6 +89,7 @@ class _Meter:
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor | float] = {}
         self.data_wait = 0.0
+        self.started = time.perf_counter()
 
     def add(self, values: dict[str, torch.Tensor | float]) -> None:
         for key, value in values.items():
@@ -95,20 +97,23 @@ class _Meter:
             self.sums[key] = self.sums[key] + value if key in self.sums else value
 
     def reduce(self, engine: Engine) -> dict[str, float]:
+        """The sums over all ranks, read to the host (the logging step's one sync)."""
         keys = sorted(self.sums)
         values = torch.stack([torch.as_tensor(self.sums[k], dtype=torch.float64).to(engine.device) for k in keys])
         totals = engine.sum_across_ranks(torch.cat([values, torch.tensor([self.data_wait], dtype=torch.float64, device=engine.device)]))
         out = dict(zip(keys, totals[:-1].tolist()))
         out["data_wait_s"] = totals[-1].item() / engine.world_size
+        out["seconds"] = time.perf_counter() - self.started
         return out
 
 
 def train(
     engine: Engine,
-    make_batches: Callable[[int], Iterator[dict[str, Any]]],
+    make_batches: Callable[[int], Iterator[Batch]],
     config: LoopConfig,
     task: TaskMetrics,
     *,
+    evaluate: Evaluation | None = None,
     resume: bool = False,
     tokenizer: Any = None,
     flops_per_token: Callable[[float], float] | None = None,
@@ -138,48 +143,62 @@ def train(
 
     step = start_step
     records: list[dict[str, Any]] = []
+    evaluations: list[dict[str, Any]] = []
+    since_eval: dict[str, float] = {}  # summed training quantities since the last evaluation
+    meter = _Meter()
+
+    def log() -> None:
+        nonlocal meter
+        sums = meter.reduce(engine)
+        for key, value in sums.items():
+            since_eval[key] = since_eval.get(key, 0.0) + value
+        record = _summarize(engine, sums, task, step, peak, flops_per_token)
+        records.append(record)
+        if engine.is_main:
+            metrics_log.append(record)
+            bar.set_postfix({k: f"{record[k]:.4g}" for k in _BAR_KEYS if k in record}, refresh=False)
+        meter = _Meter()
+
+    def run_evaluation() -> None:
+        nonlocal meter
+        train_summary = {**_summarize(engine, since_eval, task, step, peak, flops_per_token),
+                         "tokens": since_eval["tokens"], "seconds": since_eval["seconds"]}
+        since_eval.clear()
+        result = {"step": step, "eval": evaluate(step, train_summary)}
+        evaluations.append(result)
+        if engine.is_main:
+            metrics_log.append(result)
+        meter = _Meter()  # evaluation time is not training throughput
+
     stopped_by = "data"
     started = time.perf_counter()
-    meter, interval_start = _Meter(), time.perf_counter()
     bar = _progress_bar(engine, config, start_step)
     batches = make_batches(start_step)
-    micro = 0
-    nonfinite = torch.zeros((), dtype=torch.bool, device=engine.device)
     while step < config.max_steps:
         wait_start = time.perf_counter()
         batch = next(batches, None)
         if batch is None:
             break
         meter.data_wait += time.perf_counter() - wait_start
-
-        outputs = engine(**batch)
-        loss = outputs.loss
-        nonfinite |= ~torch.isfinite(loss.detach())
-        engine.backward(loss)
-        tokens, sequences = count_tokens_and_sequences(batch)
-        meter.add({"loss": loss, "micro_batches": 1, "tokens": tokens, "sequences": sequences, **task.batch_sums(batch, outputs)})
-        micro += 1
-        if micro % config.grad_accum_steps:
-            engine.step()  # not a boundary: no update happens
-            continue
-        # The one host sync per update: never let a NaN/inf loss reach the optimizer on any rank.
-        if engine.sum_across_ranks(nonfinite.double().reshape(1)).item() > 0:
+        try:
+            outputs = engine.train_step(batch)
+        except TrainingDiverged as err:
             raise TrainingDiverged(
-                f"non-finite loss at step {step + 1}; the optimizer did not step on it "
-                f"(lower the learning rate or check the data; the last checkpoint is {last_checkpoint})"
-            )
-        engine.step()
+                f"{err} (lower the learning rate or check the data; the last checkpoint is {last_checkpoint})"
+            ) from None
+        meter.add({"loss": outputs.loss, "micro_batches": 1, "tokens": batch.num_tokens,
+                   "sequences": batch.num_sequences, **task.batch_sums(batch, outputs)})
+        if engine.global_step == step:
+            continue  # inside an accumulation window: no update happened
         step = engine.global_step
         bar.update(1)
 
         out_of_time = config.max_minutes is not None and _any_rank(engine, time.perf_counter() - started > 60 * config.max_minutes)
-        if step % config.log_every == 0 or step == config.max_steps or out_of_time:
-            record = _summarize(engine, meter, task, step, time.perf_counter() - interval_start, peak, flops_per_token)
-            records.append(record)
-            if engine.is_main:
-                metrics_log.append(record)
-                bar.set_postfix({k: f"{record[k]:.4g}" for k in _BAR_KEYS if k in record}, refresh=False)
-            meter, interval_start = _Meter(), time.perf_counter()
+        evaluate_now = evaluate is not None and config.eval_every > 0 and step % config.eval_every == 0
+        if step % config.log_every == 0 or step == config.max_steps or out_of_time or evaluate_now:
+            log()
+        if evaluate_now:
+            run_evaluation()
         if out_of_time:
             stopped_by = "time"
             break
@@ -188,20 +207,25 @@ def train(
     else:
         stopped_by = "max_steps"
     bar.close()
+    if meter.sums:  # the data ran out inside a logging interval
+        log()
+    if evaluate is not None and (not evaluations or evaluations[-1]["step"] != step) and since_eval:
+        run_evaluation()
 
-    if last_checkpoint is None or last_checkpoint.name != f"step_{step:08d}":
-        last_checkpoint = checkpoints.save(step, {"run_info": config.run_info}, tokenizer)
-    if engine.is_main:
-        _publish_model(last_checkpoint / "hf", out_dir / "model")
+    if config.save_final:
+        if last_checkpoint is None or last_checkpoint.name != f"step_{step:08d}":
+            last_checkpoint = checkpoints.save(step, {"run_info": config.run_info}, tokenizer)
+        if engine.is_main:
+            _publish_model(last_checkpoint / "hf", out_dir / "model")
     engine.barrier()
-    return LoopResult(step=step, records=records, checkpoint=last_checkpoint, stopped_by=stopped_by)
+    return LoopResult(step, records, evaluations, last_checkpoint, stopped_by)
 
 
 _BAR_KEYS = ("loss", "mlm_acc", "nsp_acc", "lr", "tokens_per_s")
 
 
-def _summarize(engine, meter, task, step, seconds, peak, flops_per_token) -> dict[str, Any]:
-    sums = meter.reduce(engine)
+def _summarize(engine, sums, task, step, peak, flops_per_token) -> dict[str, Any]:
+    seconds = sums["seconds"]
     record: dict[str, Any] = {"step": step, "loss": sums["loss"] / sums["micro_batches"]}
     record.update(task.summarize(sums))
     record["lr"] = engine.get_lr()
@@ -226,12 +250,9 @@ def _check_run_info(checkpoint: Path, saved: dict[str, Any], current: dict[str, 
 
 
 def _publish_model(source: Path, target: Path) -> None:
-    """Copy the final HF export to ``target`` through a temporary name."""
-    tmp = target.with_name(f".tmp-{target.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    """Copy the final HF export to ``target``, replacing it whole."""
+    with staging_directory(target) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
 
 
 def _progress_bar(engine: Engine, config: LoopConfig, start_step: int):

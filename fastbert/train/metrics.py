@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from ..atomic import write_text
+
 logger = logging.getLogger(__name__)
 
 # bf16 dense tensor-core TFLOP/s from the vendors' datasheets. First substring match of the
@@ -72,9 +74,7 @@ class MetricsLog:
         if not self.path.is_file():
             return
         kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(line + "\n" for line in kept))
 
     def append(self, record: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,42 +2,40 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import InputError, UserError
+from ..errors import UserError
+from ..model.inputs import IGNORE_INDEX, Batch
 from .config import PretrainConfig
-from .engine import build_engine
+from .engines import build_engine
 from .loop import LoopConfig, LoopResult, train
 from .metrics import flops_per_token
 from .sampler import DataOrder
 
 logger = logging.getLogger(__name__)
 
-# Used when a launcher started several processes but no DeepSpeed config was given.
-DEFAULT_DISTRIBUTED_CONFIG: dict[str, Any] = {"zero_optimization": {"stage": 0}}
-
 
 class PretrainingMetrics:
     """MLM and NSP losses and accuracies (MLM over masked tokens, NSP over sequences)."""
 
-    def batch_sums(self, batch: dict[str, Any], outputs: Any) -> dict[str, torch.Tensor | float]:
+    def batch_sums(self, batch: Batch, outputs: Any) -> dict[str, torch.Tensor | float]:
         # Static-shape (CUDA graph) outputs carry ignored MLM rows, and dummy sequences
         # after the batch's real ones: count only real labels and the first rows.
         mlm_labels = outputs.masked_lm_labels
-        nsp_labels = batch["next_sentence_label"].to(outputs.seq_relationship_logits.device)
+        nsp_labels = batch.targets["next_sentence_label"].to(outputs.seq_relationship_logits.device)
         nsp_logits = outputs.seq_relationship_logits[: nsp_labels.numel()]
         return {
             "mlm_loss": outputs.mlm_loss.detach(),
             "nsp_loss": outputs.nsp_loss.detach(),
             "mlm_correct": (outputs.masked_lm_logits.argmax(-1) == mlm_labels).sum(),
-            "mlm_count": (mlm_labels != -100).sum(),
+            "mlm_count": (mlm_labels != IGNORE_INDEX).sum(),
             "nsp_correct": (nsp_logits.argmax(-1) == nsp_labels).sum(),
             "nsp_count": nsp_labels.numel(),
         }
@@ -71,26 +69,55 @@ class EpochCollator:
     def __init__(self, collator):
         self.collator = collator
 
-    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    def __call__(self, samples: list[dict[str, Any]]) -> Batch:
         self.collator.set_epoch(samples[0]["epoch"])
-        batch = self.collator(samples)
-        batch.pop("num_real_tokens", None)  # not a model input; the loop counts tokens itself
-        return batch
+        return self.collator(samples)
 
 
-def load_deepspeed_config(path: str | os.PathLike | None) -> dict[str, Any] | None:
-    if path is None:
-        return dict(DEFAULT_DISTRIBUTED_CONFIG) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such DeepSpeed config file")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InputError(path, f"not valid JSON ({err.msg})", line=err.lineno) from None
-    if not isinstance(config, dict):
-        raise InputError(path, "expected a JSON object")
-    return config
+@dataclass
+class PretrainingData:
+    """What a rank trains on: the prepared pairs, their seeded order and the masking collator.
+
+    :meth:`batches` is the exact stream ``fastbert pretrain`` trains on; benchmarks reuse it.
+    """
+
+    dataset: Any
+    order: DataOrder
+    tokenizer: Any
+    collator: EpochCollator
+    num_workers: int
+    pin_memory: bool
+
+    def batches(self, step: int) -> Iterator[Batch]:
+        """This rank's micro-batches from optimizer step ``step`` on (an exact resume starts there)."""
+        loader = torch.utils.data.DataLoader(
+            EpochTaggedDataset(self.dataset),
+            batch_sampler=self.order.micro_batches(step),
+            collate_fn=self.collator,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            # A private generator: worker seeding must not consume the global (dropout) RNG.
+            generator=torch.Generator(),
+        )
+        return iter(loader)
+
+
+def pretraining_data(
+    config: PretrainConfig,
+    dataset: Any,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    tokenizer_dir: str | os.PathLike | None = None,
+    pin_memory: bool = False,
+) -> PretrainingData:
+    """The batches of ``dataset`` (a :class:`~fastbert.data.dataset.PretrainingDataset`) that ``rank`` trains on."""
+    from ..data.collator import PretrainingCollator
+
+    order = DataOrder(len(dataset), config.batch_size, config.grad_accum_steps, world_size, rank, config.seed)
+    tokenizer = _find_tokenizer(dataset, tokenizer_dir)
+    collator = EpochCollator(PretrainingCollator.from_tokenizer(tokenizer, seed=config.seed, mlm_probability=config.mlm_probability))
+    return PretrainingData(dataset, order, tokenizer, collator, config.num_workers, pin_memory)
 
 
 def run_pretraining(
@@ -103,7 +130,6 @@ def run_pretraining(
     tokenizer_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> LoopResult:
-    from ..data.collator import PretrainingCollator
     from ..data.dataset import PretrainingDataset
     from ..model import BertConfig, BertForPreTraining
 
@@ -118,47 +144,31 @@ def run_pretraining(
         raise UserError(f"{data_dir}: the data's vocabulary ({dataset.vocab_size}) is larger than the model's ({model.config.vocab_size})")
     model_flops = _flops_model(model)  # before ZeRO-3 partitions the parameters away
 
-    engine_config = config.engine_config(deepspeed_config)
-    engine_config.static_seq_len = dataset.max_seq_len  # the CUDA-graph row length, when graphs are on
-    engine = build_engine(model, engine_config)
+    # The CUDA-graph row length, when graphs are on, is the data's.
+    engine = build_engine(model, config.engine_config(deepspeed_config, static_seq_len=dataset.max_seq_len))
     torch.manual_seed(config.seed + 1 + engine.rank)  # a distinct dropout stream per rank
-    order = DataOrder(len(dataset), config.batch_size, config.grad_accum_steps, engine.world_size, engine.rank, config.seed)
-    tokenizer = _find_tokenizer(dataset, tokenizer_dir)
-    collator = EpochCollator(PretrainingCollator.from_tokenizer(tokenizer, seed=config.seed, mlm_probability=config.mlm_probability))
-    tagged = EpochTaggedDataset(dataset)
-    pin = engine.device.type == "cuda"
-
-    def make_batches(step: int) -> Iterator[dict[str, Any]]:
-        loader = torch.utils.data.DataLoader(
-            tagged,
-            batch_sampler=order.micro_batches(step),
-            collate_fn=collator,
-            num_workers=config.num_workers,
-            pin_memory=pin,
-            # A private generator: worker seeding must not consume the global (dropout) RNG.
-            generator=torch.Generator(),
-        )
-        return iter(loader)
-
+    data = pretraining_data(
+        config, dataset, rank=engine.rank, world_size=engine.world_size,
+        tokenizer_dir=tokenizer_dir, pin_memory=engine.device.type == "cuda",
+    )
     loop_config = LoopConfig(
         out_dir=Path(out_dir),
         max_steps=config.max_steps,
-        grad_accum_steps=config.grad_accum_steps,
         log_every=config.log_every,
         save_every=config.save_every,
         max_minutes=config.max_minutes,
         progress=progress,
-        run_info={"seed": config.seed, "global_batch_size": order.global_batch_size, "data_pairs": len(dataset)},
+        run_info={"seed": config.seed, "global_batch_size": data.order.global_batch_size, "data_pairs": len(dataset)},
     )
     if engine.is_main:
         logger.info(
             "pretraining %s (%.1fM parameters) on %d pairs: global batch %d = %d × %d accumulation × %d ranks, %d steps per epoch",
-            config.model, sum(p.numel() for p in model.parameters()) / 1e6, len(dataset), order.global_batch_size,
-            config.batch_size, config.grad_accum_steps, engine.world_size, order.steps_per_epoch,
+            config.model, sum(p.numel() for p in model.parameters()) / 1e6, len(dataset), data.order.global_batch_size,
+            config.batch_size, config.grad_accum_steps, engine.world_size, data.order.steps_per_epoch,
         )
     return train(
-        engine, make_batches, loop_config, PretrainingMetrics(), resume=resume,
-        tokenizer=tokenizer, flops_per_token=model_flops,
+        engine, data.batches, loop_config, PretrainingMetrics(), resume=resume,
+        tokenizer=data.tokenizer, flops_per_token=model_flops,
     )
 
 

@@ -1,4 +1,6 @@
-"""Which implementation runs: FASTBERT_KERNELS / kernel_backend resolution and dispatch."""
+"""Which implementation runs: FASTBERT_KERNELS / explicit backend resolution and dispatch.
+
+A model's choice (``model.backends``) is tested in tests/model/test_backends.py."""
 
 import pytest
 import torch
@@ -31,7 +33,7 @@ def test_explicit_override_beats_environment(monkeypatch):
 
 
 def test_environment_steers_an_auto_override(monkeypatch):
-    # A model config says kernel_backend="auto" by default; the variable must still apply.
+    # An explicit "auto" (the default) leaves the choice to the variable.
     monkeypatch.setenv(ENV_VAR, "torch")
     assert resolve_backend(CUDA, "auto") == "torch"
 
@@ -44,7 +46,7 @@ def test_bad_environment_value_names_the_variable_and_choices(monkeypatch):
 
 def test_bad_override_names_the_config_key(monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
-    with pytest.raises(ValueError, match=r"kernel_backend='fast'"):
+    with pytest.raises(ValueError, match=r"backend='fast'"):
         resolve_backend(CPU, "fast")
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fastbert.kernels import triton_ops
-from fastbert.model import BertModel
+from fastbert.model import BertInputs, BertModel
 
 LENGTHS = [1, 9, 16]  # ragged: a one-token sequence and one of the batch's maximum length
 RTOL = 1e-5
@@ -21,9 +21,9 @@ def ragged_batch(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 def run_model(minilm_dir, backend: str, batch, weights, keep_padding=False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Outputs and parameter gradients of ``sum(outputs * weights)`` with the given kernel backend."""
     model = BertModel.from_pretrained(minilm_dir).eval()  # eval: no dropout, so both paths are deterministic
-    model.config.kernel_backend = backend
+    model.backends.use(kernels=backend)
     ids, mask, token_types = batch
-    out = model(ids, attention_mask=mask, token_type_ids=token_types, keep_padding=keep_padding)
+    out = model(BertInputs.from_padded(ids, mask, token_types, keep_padding=keep_padding))
     outputs = {"last_hidden_state": out.last_hidden_state, "pooler_output": out.pooler_output}
     sum(((outputs[k] * weights[k]).sum() for k in outputs)).backward()
     grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
@@ -59,15 +59,24 @@ def test_minilm_triton_path_equals_torch_path(minilm_dir, keep_padding):
 
 
 def test_model_follows_the_environment_variable(minilm_dir, monkeypatch):
+    # The variable is read when the model is built (into model.backends), not per forward.
+    monkeypatch.delenv("FASTBERT_KERNELS", raising=False)
     model = BertModel.from_pretrained(minilm_dir).eval()
-    assert model.config.kernel_backend == "auto"
+    assert model.backends.kernels == "auto"
     calls = []
     original = triton_ops.layer_norm
     monkeypatch.setattr(triton_ops, "layer_norm", lambda *args: calls.append(1) or original(*args))
     batch = ragged_batch(model.config.vocab_size)
     monkeypatch.setenv("FASTBERT_KERNELS", "torch")
-    model(*batch[:2], token_type_ids=batch[2])
+    torch_model = BertModel.from_pretrained(minilm_dir).eval()
+    assert torch_model.backends.kernels == "torch"
+    torch_model(*batch[:2], token_type_ids=batch[2])
     assert not calls
     monkeypatch.setenv("FASTBERT_KERNELS", "triton")
+    model = BertModel.from_pretrained(minilm_dir).eval()
+    assert model.backends.kernels == "triton"
     model(*batch[:2], token_type_ids=batch[2])
+    assert len(calls) == 2 * model.config.num_hidden_layers
+    # A model built under FASTBERT_KERNELS=torch keeps it when the variable changes later.
+    torch_model(*batch[:2], token_type_ids=batch[2])
     assert len(calls) == 2 * model.config.num_hidden_layers

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fastbert import BertConfig, BertForMultipleChoice, BertForQuestionAnswering
+from fastbert.model import BertInputs
 
 transformers = pytest.importorskip("transformers")
 
@@ -40,7 +41,7 @@ def test_question_answering_matches_transformers(tmp_path):
     assert a.start_logits[~real].max() < a.start_logits[real].min()
     # Static shapes (padding kept in the stream) give the same logits, padding fill and loss.
     with torch.no_grad():
-        kept = ours(ids, mask, start_positions=starts, end_positions=ends, keep_padding=True)
+        kept = ours(BertInputs.from_padded(ids, mask, keep_padding=True), start_positions=starts, end_positions=ends)
     torch.testing.assert_close(kept.start_logits, a.start_logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(kept.end_logits, a.end_logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(kept.loss, a.loss, rtol=1e-5, atol=1e-6)
@@ -66,17 +67,19 @@ def test_multiple_choice_matches_transformers_and_flat_layout(tmp_path):
         b = theirs(input_ids=ids, attention_mask=mask, labels=labels)
         lengths = mask.view(-1, 10).sum(1)
         real = mask.view(-1, 10).bool()
-        flat = ours(
+        flat_inputs = BertInputs.from_flat(
             ids.view(-1, 10)[real],
-            position_ids=torch.cat([torch.arange(int(n)) for n in lengths]),
             cu_seqlens=torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).int(),
             max_seqlen=10,
-            num_choices=4,
-            labels=labels,
+            position_ids=torch.cat([torch.arange(int(n)) for n in lengths]),
         )
+        flat = ours(flat_inputs, num_choices=4, labels=labels)
     torch.testing.assert_close(a.logits, b.logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(flat.logits, a.logits, rtol=1e-5, atol=1e-6)
     assert abs(a.loss.item() - b.loss.item()) < 1e-5
     with torch.no_grad():
-        kept = ours(ids, mask, labels=labels, keep_padding=True)
+        kept_inputs = BertInputs.from_padded(ids.view(-1, 10), mask.view(-1, 10), keep_padding=True)
+        kept = ours(kept_inputs, num_choices=4, labels=labels)
     torch.testing.assert_close(kept.logits, a.logits, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="need num_choices"):
+        ours(kept_inputs, labels=labels)

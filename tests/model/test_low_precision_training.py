@@ -95,7 +95,7 @@ def loss_and_grads(model, autocast: torch.dtype | None) -> tuple[torch.Tensor, d
 
 def run_ours(model: BertForPreTraining, backend: str, autocast: torch.dtype | None) -> tuple[torch.Tensor, dict, torch.dtype]:
     """Loss, gradients, and the dtype of the encoder's output (the residual stream)."""
-    model.config.kernel_backend = backend
+    model.backends.use(kernels=backend)
     seen = []
     hook = model.bert.encoder.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
     try:

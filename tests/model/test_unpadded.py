@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from fastbert import BertConfig, BertForPreTraining, BertModel
+from fastbert.model import BertInputs
 
 MAX_LEN = 24
 
@@ -38,10 +39,7 @@ def flatten(ids, mask, token_types, labels):
     lengths = real.sum(1)
     cu = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
     positions = torch.cat([torch.arange(int(n)) for n in lengths])
-    return dict(
-        input_ids=ids[real], token_type_ids=token_types[real], position_ids=positions,
-        cu_seqlens=cu, max_seqlen=int(lengths.max()),
-    ), labels[real]
+    return BertInputs.from_flat(ids[real], cu, int(lengths.max()), positions, token_types[real]), labels[real]
 
 
 def grads(model):
@@ -59,7 +57,7 @@ def test_flat_equals_padded_forward_and_every_gradient(lengths):
     model.zero_grad()
 
     flat_inputs, flat_labels = flatten(ids, mask, token_types, labels)
-    flat = model(**flat_inputs, labels=flat_labels, next_sentence_label=nsp)
+    flat = model(flat_inputs, labels=flat_labels, next_sentence_label=nsp)
     flat.loss.backward()
     flat_grads = grads(model)
 
@@ -76,7 +74,7 @@ def test_encoder_output_layouts_agree():
     flat_inputs, _ = flatten(ids, mask, token_types, labels)
     with torch.no_grad():
         padded = model(ids, mask, token_types)
-        flat = model(**flat_inputs)
+        flat = model(flat_inputs)
     torch.testing.assert_close(flat.last_hidden_state, padded.last_hidden_state[mask.bool()], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(flat.pooler_output, padded.pooler_output, rtol=1e-5, atol=1e-6)
 
@@ -86,15 +84,15 @@ def test_packed_row_equals_sequences_run_separately():
     lengths = [6, 1, 11]  # three sequences packed into one 18-token row
     g = torch.Generator().manual_seed(4)
     sequences = [torch.randint(5, 400, (n,), generator=g) for n in lengths]
-    packed = dict(
-        input_ids=torch.cat(sequences),
-        token_type_ids=torch.zeros(sum(lengths), dtype=torch.long),
-        position_ids=torch.cat([torch.arange(n) for n in lengths]),
+    packed = BertInputs.from_flat(
+        torch.cat(sequences),
         cu_seqlens=torch.tensor([0, 6, 7, 18], dtype=torch.int32),
         max_seqlen=11,
+        position_ids=torch.cat([torch.arange(n) for n in lengths]),
+        token_type_ids=torch.zeros(sum(lengths), dtype=torch.long),
     )
     with torch.no_grad():
-        together = model(**packed)
+        together = model(packed)
         apart = [model(s[None, :]) for s in sequences]
     torch.testing.assert_close(together.last_hidden_state, torch.cat([a.last_hidden_state[0] for a in apart]), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(together.pooler_output, torch.cat([a.pooler_output for a in apart]), rtol=1e-5, atol=1e-6)
@@ -123,7 +121,7 @@ def test_left_padding_keeps_transformers_positions():
     mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1]])
     with torch.no_grad():
         out = model(ids, mask).last_hidden_state
-        flat = model(ids[0, 2:], position_ids=torch.arange(2, 8), cu_seqlens=torch.tensor([0, 6]), max_seqlen=6).last_hidden_state
+        flat = model(BertInputs.from_flat(ids[0, 2:], torch.tensor([0, 6]), 6, position_ids=torch.arange(2, 8))).last_hidden_state
     torch.testing.assert_close(out[0, 2:], flat, rtol=1e-5, atol=1e-6)
 
 
@@ -134,4 +132,4 @@ def test_bad_inputs_are_refused_clearly():
     with pytest.raises(ValueError, match="sequence too long"):
         model(torch.ones(1, MAX_LEN + 1, dtype=torch.long))
     with pytest.raises(ValueError, match="needs position_ids"):
-        model(torch.ones(4, dtype=torch.long), cu_seqlens=torch.tensor([0, 4]), max_seqlen=4)
+        model(BertInputs.from_flat(torch.ones(4, dtype=torch.long), torch.tensor([0, 4]), 4, position_ids=None))

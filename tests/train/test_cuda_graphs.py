@@ -7,15 +7,17 @@ import pytest
 import torch
 
 from fastbert import BertConfig, BertForPreTraining
-from fastbert.data.collator import IGNORE_INDEX, to_padded
+from fastbert.data.collator import to_padded
 from fastbert.errors import UserError
-from fastbert.train.cuda_graphs import static_batch
-from fastbert.train.engine import EngineConfig, LocalEngine
+from fastbert.model import IGNORE_INDEX, Batch, BertInputs
+from fastbert.train.config import EngineConfig, OptimizerConfig
+from fastbert.train.engines import GraphedEngine, LocalEngine, build_engine
+from fastbert.train.engines.graphed import static_batch
 
 VOCAB = 300
 
 
-def flat_batch(lengths: list[int], seed: int = 0) -> dict:
+def flat_batch(lengths: list[int], seed: int = 0) -> Batch:
     """A batch as the pretraining collator makes it: flat tokens, cu_seqlens, MLM labels."""
     g = torch.Generator().manual_seed(seed)
     total = sum(lengths)
@@ -23,15 +25,10 @@ def flat_batch(lengths: list[int], seed: int = 0) -> dict:
     labels = torch.where(torch.rand(total, generator=g) < 0.15, ids, IGNORE_INDEX)
     labels[0] = ids[0]
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
-    return {
-        "input_ids": ids,
-        "token_type_ids": (torch.rand(total, generator=g) < 0.5).long(),
-        "position_ids": torch.cat([torch.arange(n) for n in lengths]),
-        "cu_seqlens": cu,
-        "max_seqlen": max(lengths),
-        "labels": labels,
-        "next_sentence_label": torch.randint(0, 2, (len(lengths),), generator=g),
-    }
+    types = (torch.rand(total, generator=g) < 0.5).long()
+    inputs = BertInputs.from_flat(ids, cu, max(lengths), torch.cat([torch.arange(n) for n in lengths]), types)
+    nsp = torch.randint(0, 2, (len(lengths),), generator=g)
+    return Batch(inputs, {"labels": labels, "next_sentence_label": nsp}, num_tokens=total, num_sequences=len(lengths))
 
 
 def tiny_model(dropout: float = 0.0) -> BertForPreTraining:
@@ -43,10 +40,10 @@ def tiny_model(dropout: float = 0.0) -> BertForPreTraining:
 
 def make_engine(device: str, rows: int, seq_len: int, graphs: bool = True, accumulation: int = 1,
                 lr: float = 1e-3, dropout: float = 0.0) -> LocalEngine:
-    """A local engine on the tiny model (same initial weights every time), eight steps long."""
-    config = EngineConfig(lr=lr, warmup_steps=0, total_steps=8, grad_accum_steps=accumulation,
+    """A local (or graphed) engine on the tiny model (same initial weights every time), eight steps long."""
+    config = EngineConfig(optim=OptimizerConfig(lr=lr, warmup_steps=0), total_steps=8, grad_accum_steps=accumulation,
                           micro_batch_size=rows, cuda_graphs=graphs, static_seq_len=seq_len)
-    return LocalEngine(tiny_model(dropout), config, device=torch.device(device))
+    return (GraphedEngine if graphs else LocalEngine)(tiny_model(dropout), config, device=torch.device(device))
 
 
 def test_static_batch_pads_rows_and_columns_with_ignored_dummies():
@@ -62,8 +59,8 @@ def test_static_batch_pads_rows_and_columns_with_ignored_dummies():
     # The dummy row has one token, no MLM label and an ignored NSP label.
     assert static["attention_mask"][3].tolist() == [1] + [0] * 15
     assert (static["labels"][3] == IGNORE_INDEX).all()
-    assert static["next_sentence_label"].tolist() == batch["next_sentence_label"].tolist() + [IGNORE_INDEX]
-    masked = int((batch["labels"] != IGNORE_INDEX).sum())
+    assert static["next_sentence_label"].tolist() == batch.targets["next_sentence_label"].tolist() + [IGNORE_INDEX]
+    masked = int((batch.targets["labels"] != IGNORE_INDEX).sum())
     assert masked <= shape.masked_rows and shape.masked_rows % 64 == 0
 
 
@@ -74,15 +71,14 @@ def test_static_batch_row_length_defaults_to_a_multiple_of_64_and_refuses_misfit
         static_batch(flat_batch([5, 3, 7]), rows=2, seq_len=16, pad_id=0)
     with pytest.raises(UserError, match="does not fit"):
         static_batch(flat_batch([20]), rows=2, seq_len=16, pad_id=0)
-    regression = {"input_ids": torch.ones(2, 4, dtype=torch.long), "labels": torch.tensor([0.5, 1.0])}
+    regression = Batch.of_inputs(BertInputs.from_padded(torch.ones(2, 4, dtype=torch.long)), labels=torch.tensor([0.5, 1.0]))
     with pytest.raises(UserError, match="regression"):
         static_batch(regression, rows=2, seq_len=16, pad_id=0)
 
 
 def test_static_batch_of_a_classification_batch_keeps_per_sequence_labels():
     batch = flat_batch([5, 3, 7])
-    batch["labels"] = torch.tensor([1, 0, 1])
-    del batch["next_sentence_label"]
+    batch.targets = {"labels": torch.tensor([1, 0, 1])}
     static, shape = static_batch(batch, rows=4, seq_len=8, pad_id=0)
     assert static["labels"].tolist() == [1, 0, 1, IGNORE_INDEX] and shape.masked_rows is None
     assert static["input_ids"].shape == (4, 8)
@@ -92,8 +88,9 @@ def test_model_on_static_batch_equals_model_on_flat_batch():
     model = tiny_model()
     batch = flat_batch([9, 4, 12, 1], seed=3)
     static, shape = static_batch(batch, rows=6, seq_len=32, pad_id=0)
-    flat = model(**{k: v for k, v in batch.items()})
-    padded = model(**static, keep_padding=True, max_masked_tokens=shape.masked_rows)
+    flat = model(batch.inputs, **batch.targets)
+    ids, mask, types = (static.pop(name) for name in ("input_ids", "attention_mask", "token_type_ids"))
+    padded = model(BertInputs.from_padded(ids, mask, types, keep_padding=True, masked_capacity=shape.masked_rows), **static)
     torch.testing.assert_close(padded.mlm_loss, flat.mlm_loss, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(padded.nsp_loss, flat.nsp_loss, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(padded.seq_relationship_logits[:4], flat.seq_relationship_logits, rtol=1e-5, atol=1e-5)
@@ -101,13 +98,18 @@ def test_model_on_static_batch_equals_model_on_flat_batch():
 
 def test_engine_refuses_cuda_graphs_off_cuda_and_with_deepspeed():
     with pytest.raises(UserError, match="CUDA graphs need a CUDA device"):
-        LocalEngine(tiny_model(), EngineConfig(cuda_graphs=True, micro_batch_size=4), device=torch.device("cpu"))
+        GraphedEngine(tiny_model(), EngineConfig(cuda_graphs=True, micro_batch_size=4), device=torch.device("cpu"))
     with pytest.raises(UserError, match="local engine only"):
         EngineConfig(cuda_graphs=True, deepspeed_config={"zero_optimization": {"stage": 2}})
+    with pytest.raises(UserError, match="local engine only"):  # a launch of several processes runs DeepSpeed
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("WORLD_SIZE", "2")
+            build_engine(tiny_model(), EngineConfig(cuda_graphs=True))
 
 
 def test_finetune_refuses_cuda_graphs_for_tasks_other_than_classification(tmp_path):
-    from fastbert.finetune.runner import FinetuneConfig, run_finetune
+    from fastbert.finetune.config import FinetuneConfig
+    from fastbert.finetune.runner import run_finetune
 
     config = FinetuneConfig(task="stsb", data_dir=tmp_path, init=tmp_path, out=tmp_path / "out", cuda_graphs=True)
     with pytest.raises(UserError, match="supports classification tasks; stsb is a regression task"):
@@ -122,7 +124,7 @@ def emulated_cuda_graphs(monkeypatch):
     import contextlib
     import dataclasses
 
-    from fastbert.train import cuda_graphs
+    from fastbert.train.engines import graphed
 
     class Stream:
         def wait_stream(self, other):
@@ -138,14 +140,14 @@ def emulated_cuda_graphs(monkeypatch):
     monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
     monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
     monkeypatch.setattr(torch.cuda, "graph", lambda graph, pool=None, capture_error_mode="global": contextlib.nullcontext())
-    monkeypatch.setattr(cuda_graphs, "_require_cuda", lambda device: None)
-    capture = cuda_graphs.GraphedForwardBackward._capture
+    monkeypatch.setattr(graphed, "_require_cuda", lambda device: None)
+    capture = graphed.GraphedEngine._capture
 
     def capture_with_replay(self, host_batch, shape):
         captured = capture(self, host_batch, shape)
 
         def body():
-            fresh = self._forward_backward(captured.inputs, shape)
+            fresh = self._replayed_step(captured.inputs, shape)
             with torch.no_grad():
                 for field in dataclasses.fields(fresh):
                     value = getattr(fresh, field.name)
@@ -155,7 +157,7 @@ def emulated_cuda_graphs(monkeypatch):
         captured.graph.body = body
         return captured
 
-    monkeypatch.setattr(cuda_graphs.GraphedForwardBackward, "_capture", capture_with_replay)
+    monkeypatch.setattr(graphed.GraphedEngine, "_capture", capture_with_replay)
 
 
 @pytest.mark.parametrize("accumulation, kernels", [(1, "torch"), (2, "torch"), (2, "triton")])
@@ -171,12 +173,11 @@ def test_training_loop_with_emulated_graphs_logs_what_eager_training_logs(
     records = {}
     for graphs in (False, True):
         engine = make_engine("cpu", rows=5, seq_len=16, graphs=graphs, accumulation=accumulation)
-        loop = LoopConfig(out_dir=tmp_path / str(graphs), max_steps=8 // accumulation,
-                          grad_accum_steps=accumulation, log_every=1, progress=False)
+        loop = LoopConfig(out_dir=tmp_path / str(graphs), max_steps=8 // accumulation, log_every=1, progress=False)
         result = train(engine, lambda step: iter(batches), loop, PretrainingMetrics())
         records[graphs] = result.records
         if graphs:
-            assert len(engine._graphed.graphs) == 1 and engine.global_step == 8 // accumulation
+            assert len(engine.graphs) == 1 and engine.global_step == 8 // accumulation
     for eager, graphed in zip(records[False], records[True], strict=True):
         for key in ("loss", "mlm_loss", "nsp_loss", "mlm_acc", "nsp_acc", "grad_norm"):
             assert graphed[key] == pytest.approx(eager[key], rel=1e-4, abs=1e-6), key
@@ -184,14 +185,8 @@ def test_training_loop_with_emulated_graphs_logs_what_eager_training_logs(
 
 
 # --------------------------------------------------------------------------------------------- GPU
-def run_steps(engine: LocalEngine, batches: list[dict]) -> list[float]:
-    losses = []
-    for batch in batches:
-        out = engine(**batch)
-        losses.append(out.loss.item())
-        engine.backward(out.loss)
-        engine.step()
-    return losses
+def run_steps(engine: LocalEngine, batches: list[Batch]) -> list[float]:
+    return [engine.train_step(batch).loss.item() for batch in batches]
 
 
 @pytest.mark.gpu
@@ -208,7 +203,7 @@ def test_graphed_engine_trains_like_the_eager_engine(accumulation):
     (eager, eager_update, _), (graphed, graphed_update, engine) = runs[False], runs[True]
     # bf16 autocast on both sides; the graphed side also runs padding rows through the layers.
     assert graphed == pytest.approx(eager, rel=2e-2), (graphed, eager)
-    assert engine.global_step == 8 // accumulation and len(engine._graphed.graphs) == 1
+    assert engine.global_step == 8 // accumulation and len(engine.graphs) == 1
     cosine = torch.nn.functional.cosine_similarity(graphed_update, eager_update, dim=0)
     assert graphed_update.norm() > 0 and cosine > 0.98, float(cosine)
 
@@ -218,11 +213,9 @@ def test_evaluation_runs_eagerly_beside_a_graphed_training_step():
     engine = make_engine("cuda", rows=4, seq_len=32)
     batch = flat_batch([30, 17, 25, 9])
     run_steps(engine, [batch])
-    with torch.no_grad():
-        logits = engine(**batch).seq_relationship_logits
+    logits = engine.forward(batch).seq_relationship_logits
     assert logits.shape == (4, 2)  # the eager model's own rows, not the graph's padded ones
-    engine.module.eval()
-    assert engine(**batch).seq_relationship_logits.shape == (4, 2)
+    assert engine.module.training  # forward() evaluates in eval mode and puts training mode back
 
 
 @pytest.mark.gpu

@@ -6,24 +6,26 @@ import pytest
 import torch
 
 from fastbert.errors import UserError
-from fastbert.train.engine import EngineConfig, LocalEngine, build_engine
+from fastbert.train.config import EngineConfig, OptimizerConfig
+from fastbert.train.engines import LocalEngine, build_engine
 from fastbert.train.lamb import Lamb
 from fastbert.train.schedule import linear_warmup_decay, parameter_groups
 
-from train_toy import ToyRegressor, toy_batches
+from train_toy import ToyRegressor, toy_batch, toy_batches
 
 
 def make_engine(optimizer="adamw", seed=0, **overrides) -> LocalEngine:
     torch.manual_seed(seed)
-    config = EngineConfig(optimizer=optimizer, lr=overrides.pop("lr", 1e-2), total_steps=overrides.pop("total_steps", 100), warmup_steps=overrides.pop("warmup_steps", 0), **overrides)
+    optim = OptimizerConfig(optimizer=optimizer, lr=overrides.pop("lr", 1e-2), warmup_steps=overrides.pop("warmup_steps", 0),
+                            grad_clip=overrides.pop("grad_clip", 1.0))
+    config = EngineConfig(optim=optim, total_steps=overrides.pop("total_steps", 100), **overrides)
     engine = build_engine(ToyRegressor(), config)
     assert isinstance(engine, LocalEngine)
     return engine
 
 
 def mean_loss(engine, batches) -> float:
-    with torch.no_grad():
-        return sum(engine(**b).loss.item() for b in batches) / len(batches)
+    return sum(engine.forward(b).loss.item() for b in batches) / len(batches)
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
@@ -33,8 +35,7 @@ def test_training_reduces_loss(optimizer):
     before = mean_loss(engine, batches)
     for _ in range(5):
         for batch in batches:
-            engine.backward(engine(**batch).loss)
-            engine.step()
+            engine.train_step(batch)
     assert engine.global_step == 100
     assert engine.grad_norm is not None and engine.grad_norm > 0
     assert mean_loss(engine, batches) < 0.5 * before
@@ -49,8 +50,7 @@ def test_schedule_warms_up_then_decays_to_zero():
     seen = []
     for batch in toy_batches(6, 4):
         seen.append(engine.get_lr())
-        engine.backward(engine(**batch).loss)
-        engine.step()
+        engine.train_step(batch)
     assert seen == pytest.approx([0.5, 1.0, 1.0, 0.75, 0.5, 0.25])
 
 
@@ -66,11 +66,9 @@ def test_gradient_accumulation_matches_one_big_batch():
     whole = make_engine(micro_batch_size=8)
     split = make_engine(micro_batch_size=4, grad_accum_steps=2)
     for batch in toy_batches(3, 8):
-        whole.backward(whole(**batch).loss)
-        whole.step()
+        whole.train_step(batch)
         for half in (slice(0, 4), slice(4, 8)):
-            split.backward(split(**{k: v[half] for k, v in batch.items()}).loss)
-            split.step()
+            split.train_step(toy_batch(batch.inputs[half], batch.targets["targets"][half]))
     assert whole.global_step == split.global_step == 3
     for a, b in zip(whole.module.parameters(), split.module.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -78,9 +76,11 @@ def test_gradient_accumulation_matches_one_big_batch():
 
 def test_gradient_clipping_reports_the_unclipped_norm():
     engine = make_engine(grad_clip=1e-3, lr=1e-9)
-    engine.backward(engine(**toy_batches(1, 16)[0]).loss)
-    grads = torch.cat([p.grad.flatten() for p in engine.module.parameters()])
-    engine.step()
+    batch = toy_batches(1, 16)[0]
+    twin = make_engine().module  # the same initial weights: its gradient is the engine's before clipping
+    twin(batch.inputs, **batch.targets).loss.backward()
+    grads = torch.cat([p.grad.flatten() for p in twin.parameters()])
+    engine.train_step(batch)
     assert engine.grad_norm == pytest.approx(grads.norm().item(), rel=1e-5)
     assert engine.grad_norm > 1e-3
 
@@ -107,20 +107,17 @@ def test_checkpoint_round_trip_continues_identically(tmp_path):
     batches = toy_batches(8, 8)
     reference = make_engine("lamb")
     for batch in batches:
-        reference.backward(reference(**batch).loss)
-        reference.step()
+        reference.train_step(batch)
 
     first = make_engine("lamb")
     for batch in batches[:4]:
-        first.backward(first(**batch).loss)
-        first.step()
+        first.train_step(batch)
     first.save_checkpoint(tmp_path, {"note": "half"})
     resumed = make_engine("lamb", seed=123)  # different init: everything must come from the checkpoint
     assert resumed.load_checkpoint(tmp_path) == {"note": "half"}
     assert resumed.global_step == 4
     for batch in batches[4:]:
-        resumed.backward(resumed(**batch).loss)
-        resumed.step()
+        resumed.train_step(batch)
     for a, b in zip(reference.module.parameters(), resumed.module.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert resumed.get_lr() == reference.get_lr()
@@ -128,6 +125,6 @@ def test_checkpoint_round_trip_continues_identically(tmp_path):
 
 def test_bad_engine_settings_are_user_errors():
     with pytest.raises(UserError, match="optimizer 'sgd'"):
-        EngineConfig(optimizer="sgd")
+        OptimizerConfig(optimizer="sgd")
     with pytest.raises(UserError, match="grad_accum_steps"):
         EngineConfig(grad_accum_steps=0)

@@ -7,18 +7,19 @@ import json
 import pytest
 import torch
 
-from fastbert.train.engine import EngineConfig, LocalEngine
+from fastbert.train.config import EngineConfig, OptimizerConfig
+from fastbert.train.engines import LocalEngine
 from fastbert.train.loop import LoopConfig, TrainingDiverged, train
 from fastbert.train.sampler import DataOrder
 
-from train_toy import ToyRegressor, toy_batches
+from train_toy import ToyRegressor, toy_batch, toy_batches
 
 BATCHES = toy_batches(12, 4)
 
 
 class ToyMetrics:
     def batch_sums(self, batch, outputs):
-        return {"abs_error": (outputs.prediction - batch["targets"].to(outputs.prediction.device)).abs().sum()}
+        return {"abs_error": (outputs.prediction - batch.targets["targets"].to(outputs.prediction.device)).abs().sum()}
 
     def summarize(self, sums):
         return {"mae": sums["abs_error"] / sums["sequences"]}
@@ -26,8 +27,9 @@ class ToyMetrics:
 
 def run(out_dir, max_steps, resume=False, save_every=0, batches=BATCHES):
     torch.manual_seed(0)
-    engine = LocalEngine(ToyRegressor(dropout=0.3), EngineConfig(lr=1e-2, total_steps=8, warmup_steps=2, grad_accum_steps=2))
-    config = LoopConfig(out_dir=out_dir, max_steps=max_steps, grad_accum_steps=2, log_every=1, save_every=save_every, progress=False, run_info={"seed": 0})
+    optim = OptimizerConfig(lr=1e-2, warmup_steps=2)
+    engine = LocalEngine(ToyRegressor(dropout=0.3), EngineConfig(optim=optim, total_steps=8, grad_accum_steps=2))
+    config = LoopConfig(out_dir=out_dir, max_steps=max_steps, log_every=1, save_every=save_every, progress=False, run_info={"seed": 0})
     # A padded batch of 4 sequences per micro-batch; two micro-batches per step.
     make_batches = lambda step: iter(batches[2 * step :])  # noqa: E731
     return engine, train(engine, make_batches, config, ToyMetrics(), resume=resume)
@@ -76,8 +78,8 @@ def test_resume_refuses_a_changed_run(tmp_path):
 
 
 def test_non_finite_loss_stops_before_the_optimizer_steps(tmp_path):
-    poisoned = [dict(b) for b in BATCHES]
-    poisoned[5]["targets"] = torch.full_like(poisoned[5]["targets"], float("nan"))  # step 3, second micro-batch
+    poisoned = list(BATCHES)
+    poisoned[5] = toy_batch(BATCHES[5].inputs, torch.full_like(BATCHES[5].targets["targets"], float("nan")))  # step 3, second micro-batch
     with pytest.raises(TrainingDiverged, match="non-finite loss at step 3") as caught:
         run(tmp_path, max_steps=6, save_every=2, batches=poisoned)
     assert "step_00000002" in str(caught.value)
@@ -105,3 +107,35 @@ def test_data_order_does_not_depend_on_the_world_size():
     for _ in range(14):
         next(fresh)
     assert next(resumed) == next(fresh)
+
+
+def test_evaluation_hook_runs_every_n_steps_and_at_the_end_without_changing_training(tmp_path):
+    _, plain = run(tmp_path / "plain", max_steps=5)
+    calls = []
+
+    def evaluate(step, trained):
+        calls.append((step, trained))
+        return {"step_seen": step}
+
+    torch.manual_seed(0)
+    engine = LocalEngine(ToyRegressor(dropout=0.3), EngineConfig(optim=OptimizerConfig(lr=1e-2, warmup_steps=2), total_steps=8, grad_accum_steps=2))
+    config = LoopConfig(out_dir=tmp_path / "hooked", max_steps=5, log_every=1, eval_every=2, progress=False)
+    result = train(engine, lambda step: iter(BATCHES[2 * step:]), config, ToyMetrics(), evaluate=evaluate)
+    assert [step for step, _ in calls] == [2, 4, 5]  # every eval_every steps, and the last step
+    assert [r["loss"] for r in result.records] == [r["loss"] for r in plain.records]  # training unchanged
+    # What the hook is told about training covers the steps since the previous evaluation.
+    assert calls[0][1]["loss"] == pytest.approx((plain.records[0]["loss"] + plain.records[1]["loss"]) / 2)
+    assert calls[2][1]["loss"] == pytest.approx(plain.records[4]["loss"])
+    assert calls[0][1]["tokens"] == 2 * 2 * BATCHES[0].num_tokens and calls[0][1]["seconds"] > 0
+    logged = [json.loads(line) for line in (tmp_path / "hooked" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["eval"] for r in logged if "eval" in r] == [{"step_seen": 2}, {"step_seen": 4}, {"step_seen": 5}]
+    assert result.evaluations == [{"step": s, "eval": {"step_seen": s}} for s in (2, 4, 5)]
+
+
+def test_without_a_final_save_nothing_is_checkpointed_or_published(tmp_path):
+    torch.manual_seed(0)
+    engine = LocalEngine(ToyRegressor(), EngineConfig(total_steps=8, grad_accum_steps=2))
+    config = LoopConfig(out_dir=tmp_path, max_steps=2, save_final=False, progress=False)
+    result = train(engine, lambda step: iter(BATCHES), config, ToyMetrics())
+    assert result.step == 2 and result.checkpoint is None
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "model").exists()

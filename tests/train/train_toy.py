@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fastbert.model import Batch
+
 
 @dataclass
 class ToyOutput:
@@ -37,12 +39,17 @@ class ToyRegressor(nn.Module):
         (directory / "config.json").write_text(json.dumps({"model_type": "toy"}))
 
 
-def toy_batches(count: int, batch_size: int, width: int = 8, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+def toy_batch(inputs: torch.Tensor, targets: torch.Tensor) -> Batch:
+    """A batch for :class:`ToyRegressor`; each feature counts as a token."""
+    return Batch(inputs, {"targets": targets}, num_tokens=inputs.numel(), num_sequences=inputs.shape[0])
+
+
+def toy_batches(count: int, batch_size: int, width: int = 8, seed: int = 0) -> list[Batch]:
     """Fixed regression batches: the target is a smooth function of the inputs."""
     g = torch.Generator().manual_seed(seed)
     weights = torch.randn(width, generator=g)
     out = []
     for _ in range(count):
         inputs = torch.randn(batch_size, width, generator=g)
-        out.append({"input_ids": inputs, "targets": torch.tanh(0.3 * inputs @ weights)})
+        out.append(toy_batch(inputs, torch.tanh(0.3 * inputs @ weights)))
     return out

@@ -1,4 +1,4 @@
-"""The :class:`~fastbert.train.engine.Engine` interface over ``deepspeed.initialize`` (ZeRO 0-3).
+"""The :class:`~.base.Engine` interface over ``deepspeed.initialize`` (ZeRO 0-3).
 
 DeepSpeed is imported here only, lazily: the GPU image has none, and a CPU user training
 locally never pays for it. The optimizer (torch AdamW or our LAMB) and the schedule are
@@ -19,13 +19,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UserError
-from .engine import Engine, EngineConfig, build_optimizer
-from .schedule import build_scheduler
+from ...errors import UserError
+from ...model.inputs import Batch
+from ..config import EngineConfig
+from ..schedule import build_scheduler
+from .base import AccumulationWindow, Engine
+from .optim import build_optimizer
 
 logger = logging.getLogger(__name__)
 
 ENGINE_TAG = "engine"
+DEFAULT_CONFIG: dict[str, Any] = {"zero_optimization": {"stage": 0}}
+"""What a launch with several processes and no DeepSpeed config runs: plain data parallelism."""
 # Keys a DeepSpeed JSON may leave as "auto" (or omit): filled from the training config.
 AUTO_KEYS = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping")
 
@@ -44,14 +49,14 @@ def resolve_deepspeed_config(config: EngineConfig, cuda: bool) -> dict[str, Any]
     A concrete value that contradicts the training config is an error rather than a
     silent override: the two would otherwise disagree about the global batch.
     """
-    ds = copy.deepcopy(config.deepspeed_config or {})
+    ds = copy.deepcopy(config.deepspeed_config or DEFAULT_CONFIG)
     for key in ("optimizer", "scheduler"):
         if key in ds:
             raise UserError(f"DeepSpeed config key {key!r} is not supported: fastbert passes its own {key} (set it in the training config)")
     ours = {
         "train_micro_batch_size_per_gpu": config.micro_batch_size,
         "gradient_accumulation_steps": config.grad_accum_steps,
-        "gradient_clipping": config.grad_clip,
+        "gradient_clipping": config.optim.grad_clip,
     }
     for key, value in ours.items():
         given = ds.get(key, "auto")
@@ -65,7 +70,7 @@ def resolve_deepspeed_config(config: EngineConfig, cuda: bool) -> dict[str, Any]
         bf16["enabled"] = cuda if config.bf16 is None else config.bf16
     ds.setdefault("steps_per_print", 1 << 30)  # the training loop does the logging
     stage = zero_stage(ds)
-    if config.optimizer == "lamb" and (stage > 0 or bf16["enabled"]):
+    if config.optim.optimizer == "lamb" and (stage > 0 or bf16["enabled"]):
         raise UserError(
             "LAMB needs whole parameter tensors for its per-layer trust ratio, but DeepSpeed flattens them "
             f"(ZeRO stage {stage}, bf16 {bf16['enabled']}); use ZeRO stage 0 in fp32, AdamW, or no --deepspeed"
@@ -83,7 +88,7 @@ def zero_stage(ds_config: dict[str, Any]) -> int:
     return int(ds_config.get("zero_optimization", {}).get("stage", 0))
 
 
-class DeepSpeedEngineAdapter(Engine):
+class DeepSpeedEngine(Engine):
     """DeepSpeed's engine behind fastbert's Engine interface."""
 
     def __init__(self, model: nn.Module, config: EngineConfig):
@@ -104,8 +109,8 @@ class DeepSpeedEngineAdapter(Engine):
             for module, param in getattr(model, "external_parameter_uses", lambda: ())():
                 deepspeed.zero.register_external_parameter(module, param)
         device = torch.device(get_accelerator().current_device_name())
-        optimizer = build_optimizer(model, config, device)
-        scheduler = build_scheduler(optimizer, config.resolved_warmup_steps, config.total_steps)
+        optimizer = build_optimizer(model, config.optim, device)
+        scheduler = build_scheduler(optimizer, config.warmup_steps, config.total_steps)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
         )
@@ -114,17 +119,30 @@ class DeepSpeedEngineAdapter(Engine):
         self.device = self.engine.device
         self.rank = self.engine.global_rank
         self.world_size = self.engine.world_size
+        self.window = AccumulationWindow(config.grad_accum_steps, self.device)
         # The last checkpoint written, reused by export_hf to gather ZeRO shards.
         self._saved: tuple[Path, int] | None = None
 
-    def __call__(self, **batch: Any) -> Any:
-        return self.engine(**self.to_device(batch))
+    def train_step(self, batch: Batch) -> Any:
+        batch = batch.to(self.device, non_blocking=self.device.type == "cuda")
+        outputs = self.engine(batch.inputs, **batch.targets)
+        closes_window = self.window.add(outputs.loss)
+        self.engine.backward(outputs.loss)  # DeepSpeed scales by 1/accumulation itself
+        if closes_window:
+            self._raise_if_diverged(self.window.nonfinite)
+            self.window.reset()
+        self.engine.step()  # DeepSpeed counts micro-batches and updates at the boundary
+        return outputs
 
-    def backward(self, loss: torch.Tensor) -> None:
-        self.engine.backward(loss)
-
-    def step(self) -> None:
-        self.engine.step()
+    @torch.no_grad()
+    def forward(self, batch: Batch) -> Any:
+        was_training = self.module.training
+        self.engine.eval()
+        try:
+            batch = batch.to(self.device, non_blocking=self.device.type == "cuda")
+            return self.engine(batch.inputs, **batch.targets)
+        finally:
+            self.engine.train(was_training)
 
     @property
     def global_step(self) -> int:

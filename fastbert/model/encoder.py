@@ -1,0 +1,260 @@
+"""BERT's encoder: embeddings, N x layer, pooler, with transformers' module tree and parameter names.
+
+The encoder runs on the flat stream of :class:`~fastbert.model.inputs.BertInputs`: padded
+input is unpadded once, then embeddings, LayerNorms, linears and GELUs run on
+``[N, hidden]`` through every layer and outputs come back in the caller's layout. The fused
+ops go through :mod:`fastbert.kernels` (the implementation each model's
+:class:`~fastbert.model.backends.Backends` picked), attention through :mod:`.attention`.
+The task heads are in :mod:`.heads`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import varlen_attention
+from .backends import Backends
+from .checkpoint import PretrainedMixin
+from .config import BertConfig
+from .inputs import BertInputs
+from .layout import SequenceLayout
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder modules (names mirror transformers so state dicts are interchangeable)
+# ---------------------------------------------------------------------------------------------
+class FusedOwnerMixin:
+    """Marks modules whose forward passes their children's parameters straight to fused kernels.
+
+    Sharding schemes that gather a module's own parameters just before its forward (ZeRO-3)
+    must gather these too; :meth:`BertPreTrainedModel.external_parameter_uses` lists them.
+    """
+
+
+class BertEmbeddings(FusedOwnerMixin, nn.Module):
+    def __init__(self, config: BertConfig, backends: Backends):
+        super().__init__()
+        self.config, self.backends = config, backends
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, input_ids, token_type_ids, position_ids) -> torch.Tensor:
+        return self.backends.ops(input_ids.device).embedding_layer_norm(
+            input_ids, token_type_ids, position_ids,
+            self.word_embeddings.weight, self.token_type_embeddings.weight, self.position_embeddings.weight,
+            self.LayerNorm.weight, self.LayerNorm.bias, self.config.layer_norm_eps,
+            self.config.hidden_dropout_prob if self.training else 0.0,
+        )
+
+
+class BertSelfAttention(FusedOwnerMixin, nn.Module):
+    def __init__(self, config: BertConfig, backends: Backends):
+        super().__init__()
+        self.config, self.backends = config, backends
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor, layout: SequenceLayout) -> torch.Tensor:
+        # One matmul for Q, K and V: the three projections read the same input.
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        qkv = F.linear(hidden, weight, bias).view(-1, 3, self.config.num_attention_heads, self.config.head_dim)
+        dropout_p = self.config.attention_probs_dropout_prob if self.training else 0.0
+        backend = self.backends.attention_for(qkv.device, dropout_p, qkv.dtype, layout.supports_varlen)
+        context = varlen_attention(qkv, layout, dropout_p, backend)
+        return context.reshape(-1, self.config.hidden_size)
+
+
+class BertResidualOutput(FusedOwnerMixin, nn.Module):
+    """dense → (+bias, dropout, +residual, LayerNorm) fused: BERT's "output" block after attention and FFN."""
+
+    def __init__(self, config: BertConfig, backends: Backends, in_features: int):
+        super().__init__()
+        self.config, self.backends = config, backends
+        self.dense = nn.Linear(in_features, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.backends.ops(x.device).layer_norm(
+            F.linear(x, self.dense.weight), self.LayerNorm.weight, self.LayerNorm.bias, self.config.layer_norm_eps,
+            residual, self.config.hidden_dropout_prob if self.training else 0.0, self.dense.bias,
+        )
+
+
+class BertAttention(nn.Module):
+    def __init__(self, config: BertConfig, backends: Backends):
+        super().__init__()
+        self.self = BertSelfAttention(config, backends)
+        self.output = BertResidualOutput(config, backends, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor, layout: SequenceLayout) -> torch.Tensor:
+        return self.output(self.self(hidden, layout), hidden)
+
+
+class BertIntermediate(FusedOwnerMixin, nn.Module):
+    def __init__(self, config: BertConfig, backends: Backends):
+        super().__init__()
+        self.config, self.backends = config, backends
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.backends.ops(hidden.device).bias_gelu(
+            F.linear(hidden, self.dense.weight), self.dense.bias, self.config.gelu_approximate
+        )
+
+
+class BertLayer(nn.Module):
+    def __init__(self, config: BertConfig, backends: Backends):
+        super().__init__()
+        self.attention = BertAttention(config, backends)
+        self.intermediate = BertIntermediate(config, backends)
+        self.output = BertResidualOutput(config, backends, config.intermediate_size)
+
+    def forward(self, hidden: torch.Tensor, layout: SequenceLayout) -> torch.Tensor:
+        attended = self.attention(hidden, layout)
+        return self.output(self.intermediate(attended), attended)
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, config: BertConfig, backends: Backends):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(config, backends) for _ in range(config.num_hidden_layers))
+
+    def forward(self, hidden: torch.Tensor, layout: SequenceLayout) -> torch.Tensor:
+        for layer in self.layer:
+            hidden = layer(hidden, layout)
+        return hidden
+
+
+class BertPooler(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, cls_hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(cls_hidden))
+
+
+# ---------------------------------------------------------------------------------------------
+# Base class and the bare encoder
+# ---------------------------------------------------------------------------------------------
+class BertPreTrainedModel(PretrainedMixin, nn.Module):
+    config: BertConfig
+
+    def _init_weights(self, module: nn.Module) -> bool:
+        """transformers' initialisation: normal(0, initializer_range) weights, zero biases, unit
+        LayerNorms; whether ``module`` has parameters of its own that this covers."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, 0.0, std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif hasattr(module, "init_own_parameters"):  # a module with parameters of its own (the MLM bias)
+            module.init_own_parameters()
+        else:
+            return False
+        return True
+
+    def post_init(self) -> None:
+        self.apply(self._init_weights)
+
+    def init_parameters(self, names: set[str]) -> None:
+        for prefix, module in self.named_modules():
+            own = {f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters(recurse=False)}
+            if own & names:
+                if not self._init_weights(module):
+                    raise RuntimeError(f"no initialisation defined for {type(module).__name__} ({prefix})")
+                names = names - own
+        if names:
+            raise RuntimeError(f"parameters without an owning module: {sorted(names)}")
+
+    @property
+    def backends(self) -> Backends:
+        """The kernel and attention backends this model runs (shared by all its modules)."""
+        return self.bert.backends
+
+    def external_parameter_uses(self) -> Iterator[tuple[nn.Module, nn.Parameter]]:
+        """(module, parameter) pairs where ``module``'s forward uses a parameter it does not own directly."""
+        for module in self.modules():
+            if isinstance(module, FusedOwnerMixin):
+                for param in module.parameters():
+                    yield module, param
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        params = {id(p): p for p in self.parameters()}
+        if exclude_embeddings:
+            for module in self.modules():
+                if isinstance(module, nn.Embedding):
+                    params.pop(id(module.weight), None)
+        return sum(p.numel() for p in params.values())
+
+
+@dataclass
+class EncoderOutput:
+    last_hidden_state: torch.Tensor
+    """[B, T, H] for padded input (zeros at padding), [N, H] for flat input."""
+    pooler_output: torch.Tensor | None
+    """tanh(dense([CLS])) per sequence: [B or S, H]."""
+
+
+class BertModel(BertPreTrainedModel):
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+        super().__init__()
+        self.config = config
+        self._backends = Backends.from_environment()
+        self.embeddings = BertEmbeddings(config, self._backends)
+        self.encoder = BertEncoder(config, self._backends)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    @property
+    def backends(self) -> Backends:
+        return self._backends
+
+    def encode(self, inputs: BertInputs) -> torch.Tensor:
+        """Real tokens in, ``[N, H]`` hidden states out."""
+        self._check_positions(inputs)
+        hidden = self.embeddings(inputs.input_ids, inputs.token_type_ids, inputs.position_ids)
+        return self.encoder(hidden, inputs.layout)
+
+    def _check_positions(self, inputs: BertInputs) -> None:
+        # An out-of-range position would read past the table (silently, in a Triton kernel).
+        limit = self.config.max_position_embeddings
+        if inputs.max_position_id is not None:  # generated positions: known without a device sync
+            if inputs.max_position_id >= limit:
+                raise ValueError(
+                    f"sequence length {inputs.max_position_id + 1} > max_position_embeddings {limit}: sequence too long"
+                )
+        elif inputs.input_ids.numel() and int(inputs.position_ids.max()) >= limit:  # a device read: user-given positions only
+            raise ValueError(
+                f"position id {int(inputs.position_ids.max())} >= max_position_embeddings {limit}: sequence too long"
+            )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | BertInputs,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> EncoderOutput:
+        """:class:`BertInputs`, or transformers' padded tensors (a thin adapter for drop-in use)."""
+        inputs = BertInputs.of(input_ids, attention_mask, token_type_ids, position_ids)
+        hidden = self.encode(inputs)
+        pooled = self.pooler(hidden[inputs.layout.first_token_index]) if self.pooler is not None else None
+        return EncoderOutput(inputs.to_caller(hidden), pooled)

@@ -1,0 +1,36 @@
+"""Training engines: how one training step runs. The loop sees only :class:`Engine`.
+
+* :class:`LocalEngine`: one process, eager forward and backward;
+* :class:`GraphedEngine`: the local engine with forward + backward replayed from a CUDA graph;
+* ``DeepSpeedEngine`` (:mod:`.deepspeed_engine`, imported only when used): ZeRO 0-3 over
+  ``deepspeed.initialize``, also what a multi-process launch without a DeepSpeed config runs.
+
+:func:`build_engine` picks one from an :class:`~fastbert.train.config.EngineConfig`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from torch import nn
+
+from ...errors import UserError
+from ..config import EngineConfig
+from .base import Engine, TrainingDiverged
+from .graphed import GraphedEngine
+from .local import LocalEngine
+
+__all__ = ["Engine", "LocalEngine", "GraphedEngine", "TrainingDiverged", "build_engine"]
+
+
+def build_engine(model: nn.Module, config: EngineConfig) -> Engine:
+    """DeepSpeed when a DeepSpeed config is given or a launcher started several processes
+    (torchrun/SLURM without one get ZeRO stage 0, i.e. data parallelism); else a local engine."""
+    distributed = config.deepspeed_config is not None or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        if config.cuda_graphs:
+            raise UserError("cuda_graphs works with the local engine only; DeepSpeed runs its own step")
+        from .deepspeed_engine import DeepSpeedEngine
+
+        return DeepSpeedEngine(model, config)
+    return GraphedEngine(model, config) if config.cuda_graphs else LocalEngine(model, config)

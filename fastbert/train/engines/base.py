@@ -1,0 +1,105 @@
+"""What the training loop needs from an engine: one training step, an evaluation forward, state.
+
+``train_step(batch)`` runs one micro-batch forward and backward and, when the micro-batch
+closes an accumulation window, the update (clip, optimizer, schedule). Before that update
+the engine checks, once, that no loss of the window was NaN or infinite, and raises
+:class:`TrainingDiverged` instead of stepping on it. ``forward(batch)`` is inference for
+evaluation. How forward and backward run (eagerly, replayed from a CUDA graph, inside
+DeepSpeed) is the engine's business, not the loop's.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...errors import UserError
+from ...model.inputs import Batch
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; no optimizer step was taken on it."""
+
+
+class Engine(ABC):
+    module: nn.Module
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @abstractmethod
+    def train_step(self, batch: Batch) -> Any:
+        """Forward and backward of one micro-batch, and the update at an accumulation boundary;
+        returns the model's outputs (the loss and whatever the metrics read)."""
+
+    @abstractmethod
+    def forward(self, batch: Batch) -> Any:
+        """The model's outputs for ``batch`` in eval mode, without gradients."""
+
+    @property
+    @abstractmethod
+    def global_step(self) -> int:
+        """Optimizer steps taken so far."""
+
+    @property
+    @abstractmethod
+    def grad_norm(self) -> float | None:
+        """Global gradient norm (before clipping) of the last optimizer step."""
+
+    @abstractmethod
+    def get_lr(self) -> float: ...
+
+    @abstractmethod
+    def save_checkpoint(self, directory: str | os.PathLike, client_state: dict[str, Any]) -> None:
+        """Write model, optimizer and schedule state; call on every rank."""
+
+    @abstractmethod
+    def load_checkpoint(self, directory: str | os.PathLike) -> dict[str, Any]:
+        """Restore what :meth:`save_checkpoint` wrote; returns its client_state."""
+
+    @abstractmethod
+    def export_hf(self, out_dir: str | os.PathLike, tokenizer: Any = None) -> None:
+        """Write a transformers-loadable fp32 model directory (on the main rank); call on every rank."""
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            torch.distributed.barrier()
+
+    def sum_across_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum of a float64 tensor over all ranks (identity on one rank)."""
+        if self.world_size == 1:
+            return values
+        reduced = values.to(self.device, torch.float64)
+        torch.distributed.all_reduce(reduced)
+        return reduced.cpu()
+
+    def _raise_if_diverged(self, nonfinite: torch.Tensor) -> None:
+        """The one host read per update: a non-finite loss on any rank stops every rank before it steps."""
+        if self.sum_across_ranks(nonfinite.double().reshape(1)).item() > 0:
+            raise TrainingDiverged(f"non-finite loss at step {self.global_step + 1}; the optimizer did not step on it")
+
+
+class AccumulationWindow:
+    """Counts micro-batches and remembers whether any loss of the current window was non-finite."""
+
+    def __init__(self, steps: int, device: torch.device):
+        self.steps = steps
+        self.micro_step = 0
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+
+    def add(self, loss: torch.Tensor) -> bool:
+        """Record one micro-batch's loss (on the device, no sync); whether it closes the window."""
+        self.nonfinite |= ~torch.isfinite(loss.detach())
+        self.micro_step += 1
+        return self.micro_step % self.steps == 0
+
+    def reset(self) -> None:
+        self.nonfinite.zero_()

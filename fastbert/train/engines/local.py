@@ -1,0 +1,116 @@
+"""Single-process training: eager forward and backward, AdamW or LAMB, bf16 autocast on CUDA, fp32 on CPU."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...errors import UserError
+from ...model.inputs import Batch
+from ..config import EngineConfig
+from ..schedule import build_scheduler
+from .base import AccumulationWindow, Engine
+from .optim import build_optimizer
+
+
+class LocalEngine(Engine):
+    grads_set_to_none = True
+    """Whether zeroing gradients frees them (a captured graph needs the same .grad tensors every replay)."""
+
+    def __init__(self, model: nn.Module, config: EngineConfig, device: torch.device | None = None):
+        self.config = config
+        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.module = model.to(self.device)
+        self.optimizer = build_optimizer(model, config.optim, self.device)
+        self.scheduler = build_scheduler(self.optimizer, config.warmup_steps, config.total_steps)
+        self.autocast_dtype = torch.bfloat16 if config.use_bf16(self.device.type) else None
+        self.window = AccumulationWindow(config.grad_accum_steps, self.device)
+        self._global_step = 0
+        self._grad_norm: float | None = None
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+
+    def forward_backward(self, batch: Batch) -> Any:
+        batch = batch.to(self.device, non_blocking=self.device.type == "cuda")
+        with self._autocast():
+            outputs = self.module(batch.inputs, **batch.targets)
+        # The engine owns accumulation: each micro-batch contributes 1/N of the window's gradient.
+        (outputs.loss / self.config.grad_accum_steps).backward()
+        return outputs
+
+    def train_step(self, batch: Batch) -> Any:
+        outputs = self.forward_backward(batch)
+        if self.window.add(outputs.loss):
+            self._update()
+        return outputs
+
+    @torch.no_grad()
+    def forward(self, batch: Batch) -> Any:
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            batch = batch.to(self.device, non_blocking=self.device.type == "cuda")
+            with self._autocast():
+                return self.module(batch.inputs, **batch.targets)
+        finally:
+            self.module.train(was_training)
+
+    def _update(self) -> None:
+        self._raise_if_diverged(self.window.nonfinite)
+        max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
+        self._grad_norm = float(norm)
+        if not math.isfinite(self._grad_norm):
+            raise UserError(f"non-finite gradient norm ({self._grad_norm}) at step {self._global_step + 1}; the update was skipped")
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=self.grads_set_to_none)
+        self.window.reset()
+        self._global_step += 1
+
+    @property
+    def global_step(self) -> int:
+        return self._global_step
+
+    @property
+    def grad_norm(self) -> float | None:
+        return self._grad_norm
+
+    def get_lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def save_checkpoint(self, directory: str | os.PathLike, client_state: dict[str, Any]) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {
+            "module": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "micro_step": self.window.micro_step,
+            "global_step": self._global_step,
+            "grad_norm": self._grad_norm,
+            "client_state": client_state,
+        }
+        torch.save(state, directory / "engine.pt")
+
+    def load_checkpoint(self, directory: str | os.PathLike) -> dict[str, Any]:
+        path = Path(directory) / "engine.pt"
+        if not path.is_file():
+            raise UserError(f"{path}: no local-engine checkpoint here (was it written by DeepSpeed?)")
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.module.load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.window.micro_step = state["micro_step"]
+        self._global_step = state["global_step"]
+        self._grad_norm = state["grad_norm"]
+        return state["client_state"]
+
+    def export_hf(self, out_dir: str | os.PathLike, tokenizer: Any = None) -> None:
+        self.module.save_pretrained(out_dir, tokenizer=tokenizer)
