@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import os
 import platform
 import statistics
 import sys
@@ -241,10 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [asdict(r) for r in rows],
     }
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        partial = args.out / "bench_kernels.json.tmp"
-        partial.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(partial, args.out / "bench_kernels.json")  # never a half-written report
+        from fastbert import atomic
+
+        atomic.write_json(args.out / "bench_kernels.json", report)  # never a half-written report
     print(f"\n{report['device']}, torch {report['torch']}, triton {report['triton']}, {DTYPE}; "
           f"device-to-device copy {copy_gbps:.0f} GB/s")
     print(format_table(rows))

@@ -73,8 +73,7 @@ class CheckpointManager:
             (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
         engine.barrier()
         if engine.is_main:
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
+            atomic.replace_directory(tmp, final)
             atomic.write_text(self.root / LATEST, final.name + "\n")
         engine.barrier()
         return final
