@@ -187,7 +187,7 @@ def _write_report(out, args, corpus_name, corpus_stats, metadata, config, result
     # alone, so the rise is shown as the first tenth of the run against the last tenth.
     tenth = max(1, len(records) // 10)
     early, late = records[:tenth], records[-tenth:]
-    is_next = metadata["counts"]["is_next_fraction"]
+    is_next = metadata["splits"]["train"]["is_next_fraction"]
     steps_table = [r for r in records if r["step"] % max(1, len(records) // 10 * config.log_every) == 0 or r is last]
     lines = [
         "# fastbert demo",
@@ -195,8 +195,8 @@ def _write_report(out, args, corpus_name, corpus_stats, metadata, config, result
         f"- corpus: {corpus_name}: {corpus_stats['documents']:,} documents, {corpus_stats['sentences']:,} sentences, "
         f"{corpus_stats['words']:,} words ({corpus_stats['bytes'] / 1e6:.1f} MB)",
         f"- tokenizer: WordPiece, {args.vocab_size:,} tokens, lowercased",
-        f"- pretraining pairs: {metadata['counts']['pairs']:,} of up to {args.max_seq_len} tokens "
-        f"({metadata['counts']['is_next_fraction']:.0%} IsNext)",
+        f"- pretraining pairs: {metadata['splits']['train']['pairs']:,} of up to {args.max_seq_len} tokens "
+        f"({metadata['splits']['train']['is_next_fraction']:.0%} IsNext)",
         f"- model: BERT-{config.model}, batch {config.batch_size}, AdamW lr {config.optim.lr:g}, "
         f"device {'cuda' if torch.cuda.is_available() else 'cpu'}",
         f"- steps: {result.step} (stopped by {result.stopped_by}); preparation {prep_seconds:.0f} s, "

@@ -111,7 +111,7 @@ def pretraining_data(
     tokenizer_dir: str | os.PathLike | None = None,
     pin_memory: bool = False,
 ) -> PretrainingData:
-    """The batches of ``dataset`` (a :class:`~fastbert.data.dataset.PretrainingDataset`) that ``rank`` trains on."""
+    """The batches of ``dataset`` (a :class:`~fastbert.data.dataset.PretrainingDataset` or ``BlendedDataset``) that ``rank`` trains on."""
     from ..data.collator import PretrainingCollator
 
     order = DataOrder(len(dataset), config.batch_size, config.grad_accum_steps, world_size, rank, config.seed)
@@ -122,7 +122,7 @@ def pretraining_data(
 
 def run_pretraining(
     config: PretrainConfig,
-    data_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | list[str | os.PathLike],
     out_dir: str | os.PathLike,
     *,
     deepspeed_config: dict[str, Any] | None = None,
@@ -130,10 +130,10 @@ def run_pretraining(
     tokenizer_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> LoopResult:
-    from ..data.dataset import PretrainingDataset
+    from ..data.dataset import open_pretraining_data
     from ..model import BertConfig, BertForPreTraining
 
-    dataset = PretrainingDataset(data_dir)
+    dataset = open_pretraining_data(data_dir)  # one prepared directory, or DIR:WEIGHT entries to blend
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     if config.init_from:
         model = BertForPreTraining.from_pretrained(config.init_from, **config.model_overrides)
@@ -141,7 +141,7 @@ def run_pretraining(
         shape = {"vocab_size": dataset.vocab_size, "max_position_embeddings": max(512, dataset.max_seq_len)}
         model = BertForPreTraining(BertConfig.preset(config.model, **{**shape, **config.model_overrides}))
     if model.config.vocab_size < dataset.vocab_size:
-        raise UserError(f"{data_dir}: the data's vocabulary ({dataset.vocab_size}) is larger than the model's ({model.config.vocab_size})")
+        raise UserError(f"{dataset.name}: the data's vocabulary ({dataset.vocab_size}) is larger than the model's ({model.config.vocab_size})")
     model_flops = _flops_model(model)  # before ZeRO-3 partitions the parameters away
 
     # The CUDA-graph row length, when graphs are on, is the data's.
@@ -179,14 +179,13 @@ def _flops_model(model) -> Any:
 
 
 def _find_tokenizer(dataset, tokenizer_dir: str | os.PathLike | None):
-    """The data's tokenizer (masking needs its vocabulary; the export ships it): the given one, else the recorded one."""
+    """The data's tokenizer (masking needs its vocabulary; the export ships it): the given one, else the data's copy."""
     from ..tokenizer import load_tokenizer, tokenizer_hash
 
-    recorded = dataset.metadata["tokenizer"]
-    path = Path(tokenizer_dir) if tokenizer_dir else Path(recorded["path"])
+    path = Path(tokenizer_dir) if tokenizer_dir else dataset.tokenizer_dir
     if not path.is_dir():
         raise UserError(f"{path}: tokenizer directory not found (the data was prepared with it; pass --tokenizer DIR)")
     tokenizer = load_tokenizer(path)
-    if tokenizer_hash(tokenizer) != recorded["hash"]:
-        raise UserError(f"{path}: this tokenizer differs from the one {dataset.directory} was prepared with")
+    if tokenizer_hash(tokenizer) != dataset.tokenizer["hash"]:
+        raise UserError(f"{path}: this tokenizer differs from the one {dataset.name} was prepared with")
     return tokenizer
