@@ -18,8 +18,6 @@ import sysconfig
 import time
 from pathlib import Path
 
-import torch
-
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -120,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / DEMO_MARKER).write_text("written by `fastbert demo`; a rerun replaces this directory\n")
+    import torch  # here, not at import: every `fastbert` command imports this module to register it
+
     cuda = torch.cuda.is_available()
     minutes = args.minutes if args.minutes is not None else (2.0 if cuda else 5.0)
     if minutes <= 0:
@@ -181,6 +181,8 @@ def _corpus_stats(files: list[Path]) -> dict[str, int]:
 
 
 def _write_report(out, args, corpus_name, corpus_stats, metadata, config, result, prep_seconds, total_seconds) -> None:
+    import torch
+
     records = result.records
     last = records[-1]
     # One logged step is 10 batches: NSP accuracy over 320 pairs moves by +-0.03 from noise

@@ -83,6 +83,10 @@ class PretrainingDataset:
             }
         return self._shards[shard]
 
+    def __getstate__(self) -> dict:
+        # DataLoader workers may receive the dataset pickled: send no mapped shard, each maps its own.
+        return {**self.__dict__, "_shards": {}}
+
     def __len__(self) -> int:
         return int(self.shard_starts[-1])
 

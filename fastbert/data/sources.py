@@ -26,6 +26,7 @@ import json
 import re
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,8 +153,8 @@ def _read_or_fail(path: Path, stream, size: int, line: int, whole_line: bool = F
     try:
         return stream.readline() if whole_line else stream.read(size)
     except (OSError, EOFError, zlib.error) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
+        if _compression(path) == "uncompressed":
+            raise InputError(path, f"cannot read corpus file ({err})") from None
         raise InputError(path, f"corrupt {_compression(path)} data after line {line - 1} ({err})") from None
     except Exception as err:  # zstandard.ZstdError has no common base with the above
         if type(err).__name__ == "ZstdError":
@@ -168,7 +169,8 @@ def _compression(path: Path) -> str:
     return COMPRESSIONS.get(path.suffix, "uncompressed")
 
 
-def _open_binary(path: Path):
+@contextmanager
+def _open_binary(path: Path) -> Iterator:
     """The file's bytes, decompressed by its suffix."""
     try:
         raw = open(path, "rb")
@@ -178,15 +180,19 @@ def _open_binary(path: Path):
         raise InputError(path, "is a directory, expected a corpus file (use a glob such as DIR/*.txt)") from None
     except OSError as err:
         raise InputError(path, f"cannot read corpus file ({err.strerror})") from None
-    compression = _compression(path)
-    if compression == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")
-    if compression == "bzip2":
-        return bz2.BZ2File(raw, mode="rb")
-    if compression == "zstd":
-        zstandard = import_extra("zstandard", "zstd", f"{path} (zstd-compressed)")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), READ_BYTES)
-    return raw
+    with raw:
+        compression = _compression(path)
+        if compression == "gzip":
+            stream = gzip.GzipFile(fileobj=raw, mode="rb")
+        elif compression == "bzip2":
+            stream = bz2.BZ2File(raw, mode="rb")
+        elif compression == "zstd":
+            zstandard = import_extra("zstandard", "zstd", f"{path} (zstd-compressed)")
+            stream = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw), READ_BYTES)
+        else:
+            stream = raw
+        with stream:
+            yield stream
 
 
 # ---- jsonl -----------------------------------------------------------------------------------
