@@ -294,7 +294,7 @@ def _hf_documents(source: str, corpus_format: CorpusFormat) -> Iterator[str]:
     if names is not None and column not in names:
         raise InputError(source, f"no column {column!r} (columns: {', '.join(names)}); choose one with --text-column")
     rows = 0
-    for batch in dataset.iter(batch_size=HF_BATCH_ROWS):
+    for batch in _hf_batches(source, dataset):
         if column not in batch:
             raise InputError(source, f"no column {column!r} (columns: {', '.join(batch)}); choose one with --text-column")
         for text in batch[column]:
@@ -304,3 +304,16 @@ def _hf_documents(source: str, corpus_format: CorpusFormat) -> Iterator[str]:
             yield text or ""
     if rows == 0:
         raise InputError(source, "the dataset has no rows")
+
+
+def _hf_batches(source: str, dataset) -> Iterator[dict]:
+    """The dataset's rows in batches; datasets' own failures (it refuses some empty inputs, for one) name the input."""
+    batches = dataset.iter(batch_size=HF_BATCH_ROWS)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as err:  # as in load_dataset: no common base class
+            raise InputError(source, f"cannot read this dataset ({type(err).__name__}: {err})") from None
+        yield batch

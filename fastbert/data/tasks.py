@@ -60,12 +60,13 @@ class Worker:
         per_document = [split_sentences(text, self.setup.corpus_format) for text in documents]
         sentences = list(itertools.chain.from_iterable(per_document))
         # encode_batch_fast skips character offsets, which nothing here needs.
-        encodings = self.tokenizer.encode_batch_fast(sentences, add_special_tokens=False)
+        ids = [encoding.ids for encoding in self.tokenizer.encode_batch_fast(sentences, add_special_tokens=False)]
         max_tokens = self.setup.settings.max_num_tokens
-        full_lengths = np.fromiter((len(encoding.ids) for encoding in encodings), np.int64, len(encodings))
+        full_lengths = np.fromiter(map(len, ids), np.int64, len(ids))
         lengths = np.minimum(full_lengths, max_tokens)
-        tokens = np.fromiter(itertools.chain.from_iterable(encoding.ids[:max_tokens] for encoding in encodings),
-                             self.token_dtype, int(lengths.sum()))
+        if full_lengths.max(initial=0) > max_tokens:
+            ids = [sentence[:max_tokens] for sentence in ids]
+        tokens = np.fromiter(itertools.chain.from_iterable(ids), self.token_dtype, int(lengths.sum()))
         sentence_counts = np.fromiter(map(len, per_document), np.int64, len(per_document))
         nonempty = lengths > 0
         document_of_sentence = np.repeat(np.arange(len(per_document)), sentence_counts)

@@ -47,9 +47,11 @@ def test_blend_reads_each_part_in_its_share(two_directories):
     for part, dataset in ((0, a), (1, b)):
         pairs = [pair for owner, pair in located if owner == part]
         # Spread evenly: a part given more than it has uses every pair, one given fewer spans all of them.
-        assert pairs == sorted(pairs) and pairs[0] == 0 and pairs[-1] >= len(dataset) * (1 - 1.5 / len(pairs))
+        assert pairs == sorted(pairs) and pairs[0] == 0
         if len(pairs) >= len(dataset):
             assert set(pairs) == set(range(len(dataset)))
+        else:
+            assert len(set(pairs)) == len(pairs) and pairs[-1] >= len(dataset) - 1 - len(dataset) / len(pairs)
     for index in range(0, len(blend), 7):
         part, pair = located[index]
         assert items_equal(blend[index], (a, b)[part][pair]) and blend[index]["index"] == index
