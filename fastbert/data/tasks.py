@@ -63,10 +63,11 @@ class Worker:
         ids = [encoding.ids for encoding in self.tokenizer.encode_batch_fast(sentences, add_special_tokens=False)]
         max_tokens = self.setup.settings.max_num_tokens
         full_lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+        tokens = np.fromiter(itertools.chain.from_iterable(ids), self.token_dtype, int(full_lengths.sum()))
         lengths = np.minimum(full_lengths, max_tokens)
-        if full_lengths.max(initial=0) > max_tokens:
-            ids = [sentence[:max_tokens] for sentence in ids]
-        tokens = np.fromiter(itertools.chain.from_iterable(ids), self.token_dtype, int(lengths.sum()))
+        if full_lengths.max(initial=0) > max_tokens:  # keep each sentence's first max_tokens
+            starts = np.repeat(np.cumsum(full_lengths) - full_lengths, full_lengths)
+            tokens = tokens[np.arange(len(tokens)) - starts < max_tokens]
         sentence_counts = np.fromiter(map(len, per_document), np.int64, len(per_document))
         nonempty = lengths > 0
         document_of_sentence = np.repeat(np.arange(len(per_document)), sentence_counts)
