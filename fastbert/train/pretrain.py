@@ -29,7 +29,8 @@ class PretrainingMetrics:
         # Static-shape (CUDA graph) outputs carry ignored MLM rows, and dummy sequences
         # after the batch's real ones: count only real labels and the first rows.
         mlm_labels = outputs.masked_lm_labels
-        nsp_labels = batch.targets["next_sentence_label"].to(outputs.seq_relationship_logits.device)
+        # Pinned by the DataLoader on CUDA, so this copy does not block the host.
+        nsp_labels = batch.targets["next_sentence_label"].to(outputs.seq_relationship_logits.device, non_blocking=True)
         nsp_logits = outputs.seq_relationship_logits[: nsp_labels.numel()]
         return {
             "mlm_loss": outputs.mlm_loss.detach(),
