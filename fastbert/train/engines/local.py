@@ -26,6 +26,9 @@ class LocalEngine(Engine):
         self.config = config
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.module = model.to(self.device)
+        # What runs the forward: the module itself, or its compiled wrapper (which shares its
+        # parameters, so state dicts, checkpoints and exports keep using self.module).
+        self.forward_module = torch.compile(self.module, dynamic=True) if config.compile else self.module
         self.optimizer = build_optimizer(model, config.optim, self.device)
         self.scheduler = build_scheduler(self.optimizer, config.warmup_steps, config.total_steps)
         self.autocast_dtype = torch.bfloat16 if config.use_bf16(self.device.type) else None
@@ -43,7 +46,7 @@ class LocalEngine(Engine):
     def forward_backward(self, batch: Batch) -> Any:
         batch = batch.to(self.device, non_blocking=self.device.type == "cuda")
         with self._autocast():
-            outputs = self.module(batch.inputs, **batch.targets)
+            outputs = self.forward_module(batch.inputs, **batch.targets)
         # The engine owns accumulation: each micro-batch contributes 1/N of the window's gradient.
         (outputs.loss / self.config.grad_accum_steps).backward()
         return outputs
@@ -61,7 +64,7 @@ class LocalEngine(Engine):
         try:
             batch = batch.to(self.device, non_blocking=self.device.type == "cuda")
             with self._autocast():
-                return self.module(batch.inputs, **batch.targets)
+                return self.forward_module(batch.inputs, **batch.targets)
         finally:
             self.module.train(was_training)
 
