@@ -76,20 +76,6 @@ def host_reads(monkeypatch):
         yield reads
 
 
-@pytest.fixture(scope="module")
-def tiny_pretraining_data(shared_data, tmp_path_factory) -> Path:
-    from fastbert.data.prepare import PrepareSettings, prepare_pretraining_data
-    from fastbert.tokenizer import train_tokenizer
-
-    root = tmp_path_factory.mktemp("host-reads")
-    text = (shared_data / "corpus" / "wiki_00.txt").read_text(encoding="utf-8")
-    corpus = root / "corpus.txt"
-    corpus.write_text(text[: text.index("\n\n", 100_000) + 2], encoding="utf-8")
-    train_tokenizer([corpus], vocab_size=2000, lowercase=True, out_dir=root / "tokenizer")
-    prepare_pretraining_data([str(corpus)], root / "tokenizer", root / "data", PrepareSettings(max_seq_len=32))
-    return root / "data"
-
-
 def pretrain(data: Path, out: Path):
     from fastbert.train.config import PretrainConfig
     from fastbert.train.pretrain import run_pretraining
