@@ -38,6 +38,8 @@ class FinetuneConfig:
     """Train on the first N training examples only (quick runs)."""
     cuda_graphs: bool = False
     """Replay training steps from CUDA graphs (classification tasks, one GPU; see fastbert.train.engines.graphed)."""
+    compile: bool = False
+    """torch.compile the model (one process, no DeepSpeed, no cuda_graphs)."""
     log_every: int = 50
     """Log training metrics every N optimizer steps."""
     command: list[str] = field(default_factory=list)

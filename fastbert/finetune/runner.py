@@ -91,6 +91,7 @@ def _run_seed(
         deepspeed_config=config.deepspeed_config,
         seed=seed,
         cuda_graphs=config.cuda_graphs,  # rows padded to the longest sequence rounded up to 64
+        compile=config.compile,
     ))
 
     def batches(step: int) -> Iterator[Batch]:

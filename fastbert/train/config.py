@@ -91,6 +91,9 @@ class EngineConfig:
     see fastbert.train.engines.graphed). Batches are padded to micro_batch_size x static_seq_len."""
     static_seq_len: int | None = None
     """Row length of CUDA-graph batches; None: the longest sequence rounded up to 64."""
+    compile: bool = False
+    """torch.compile the model's forward (and so its backward) in the local engine; shapes are
+    dynamic, so varying batch lengths do not recompile."""
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "grad_accum_steps", "micro_batch_size"):
@@ -98,6 +101,9 @@ class EngineConfig:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.cuda_graphs and self.deepspeed_config is not None:
             raise UserError("cuda_graphs works with the local engine only; DeepSpeed runs its own step")
+        if self.compile and (self.deepspeed_config is not None or self.cuda_graphs):
+            raise UserError("compile works with the local engine without cuda_graphs; under DeepSpeed use its "
+                            "own \"compile\" config section")
 
     @property
     def warmup_steps(self) -> int:
@@ -158,6 +164,8 @@ class PretrainConfig:
     cuda_graphs: bool = False
     """Replay forward + backward from CUDA graphs (one GPU, no DeepSpeed): batches are padded
     to batch_size x the data's max_seq_len, removing the per-kernel launch cost."""
+    compile: bool = False
+    """torch.compile the model (one process, no DeepSpeed, no cuda_graphs)."""
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PretrainConfig":
@@ -192,7 +200,7 @@ class PretrainConfig:
         return EngineConfig(
             optim=self.optim, total_steps=self.max_steps, grad_accum_steps=self.grad_accum_steps,
             micro_batch_size=self.batch_size, bf16=self.bf16, deepspeed_config=deepspeed_config, seed=self.seed,
-            cuda_graphs=self.cuda_graphs, static_seq_len=static_seq_len,
+            cuda_graphs=self.cuda_graphs, static_seq_len=static_seq_len, compile=self.compile,
         )
 
 

@@ -21,6 +21,12 @@ from .sampler import DataOrder
 
 logger = logging.getLogger(__name__)
 
+PRETRAINING_DEFAULTS = {"attention_probs_dropout_prob": 0.0}
+"""Where fresh pretraining departs from BERT's 2018 settings. Attention dropout 0, as
+MosaicBERT and ModernBERT pretrain: FlashAttention (flash-attn or torch's varlen kernel)
+runs on unpadded tokens only without it, where padded SDPA with a mask would run
+otherwise. BERT's 0.1 is one setting away: ``--set model_overrides={attention_probs_dropout_prob: 0.1}``."""
+
 
 class PretrainingMetrics:
     """MLM and NSP losses and accuracies (MLM over masked tokens, NSP over sequences)."""
@@ -29,7 +35,8 @@ class PretrainingMetrics:
         # Static-shape (CUDA graph) outputs carry ignored MLM rows, and dummy sequences
         # after the batch's real ones: count only real labels and the first rows.
         mlm_labels = outputs.masked_lm_labels
-        nsp_labels = batch.targets["next_sentence_label"].to(outputs.seq_relationship_logits.device)
+        # Pinned by the DataLoader on CUDA, so this copy does not block the host.
+        nsp_labels = batch.targets["next_sentence_label"].to(outputs.seq_relationship_logits.device, non_blocking=True)
         nsp_logits = outputs.seq_relationship_logits[: nsp_labels.numel()]
         return {
             "mlm_loss": outputs.mlm_loss.detach(),
@@ -139,7 +146,7 @@ def run_pretraining(
         model = BertForPreTraining.from_pretrained(config.init_from, **config.model_overrides)
     else:
         shape = {"vocab_size": dataset.vocab_size, "max_position_embeddings": max(512, dataset.max_seq_len)}
-        model = BertForPreTraining(BertConfig.preset(config.model, **{**shape, **config.model_overrides}))
+        model = BertForPreTraining(BertConfig.preset(config.model, **{**shape, **PRETRAINING_DEFAULTS, **config.model_overrides}))
     if model.config.vocab_size < dataset.vocab_size:
         raise UserError(f"{data_dir}: the data's vocabulary ({dataset.vocab_size}) is larger than the model's ({model.config.vocab_size})")
     model_flops = _flops_model(model)  # before ZeRO-3 partitions the parameters away

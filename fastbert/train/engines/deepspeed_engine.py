@@ -129,7 +129,7 @@ class DeepSpeedEngine(Engine):
         closes_window = self.window.add(outputs.loss)
         self.engine.backward(outputs.loss)  # DeepSpeed scales by 1/accumulation itself
         if closes_window:
-            self._raise_if_diverged(self.window.nonfinite)
+            self._check_before_update(self.window.nonfinite)  # DeepSpeed's step cannot be skipped on the device
             self.window.reset()
         self.engine.step()  # DeepSpeed counts micro-batches and updates at the boundary
         return outputs
