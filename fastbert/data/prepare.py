@@ -26,7 +26,7 @@ import numpy as np
 import tokenizers
 from tqdm import tqdm
 
-from ..atomic import staging_directory
+from ..atomic import reporting_full_disk, staging_directory
 from ..errors import InputError, UserError
 from ..tokenizer import WordPieceTokenizer, load_tokenizer, tokenizer_hash
 from .corpus import Document, expand_corpus_paths, read_documents
@@ -125,7 +125,9 @@ def prepare_pretraining_data(
     ]
     arrays = _pair_arrays(encoded.corpus.tokens, pairs)
     metadata = _metadata(paths, tokenizer_dir, tokenizer, settings, encoded, arrays, out)
-    _write_atomically(out, arrays, metadata)
+    with reporting_full_disk(out.parent, f"the prepared data {out.name}", needed=sum(a.nbytes for a in arrays.values()),
+                             outcome="nothing was written"):
+        _write_atomically(out, arrays, metadata)
     return metadata
 
 

@@ -9,9 +9,7 @@ and keep the best epoch's model as an HF directory. ``results.json`` gathers eve
 from __future__ import annotations
 
 import logging
-import os
 import platform
-import shutil
 import statistics
 import time
 from collections.abc import Iterator
@@ -23,13 +21,16 @@ import torch
 
 from .. import atomic
 from ..environment import package_versions
-from ..errors import UserError
-from ..model import Batch, BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification
+from ..errors import InputError, UserError
+from ..model import Batch, BertConfig, BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification
 from ..tokenizer import load_tokenizer
+from ..train.checkpoint import export_model
 from ..train.config import EngineConfig
-from ..train.engines import Engine, build_engine
+from ..train.engines import build_engine
+from ..train.launch import Launch, start_launch
 from ..train.loop import LoopConfig
 from ..train.loop import train as train_loop
+from ..train.run_dir import StartMode, claim_run_directory
 from .collate import collate, epoch_order, rank_batches
 from .config import FinetuneConfig
 from .encoding import PairEncoder
@@ -43,23 +44,42 @@ HEADS = {SPAN: BertForQuestionAnswering, MULTIPLE_CHOICE: BertForMultipleChoice}
 
 
 def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
-    """Train and evaluate every seed; write ``results.json`` into ``config.out`` and return it."""
+    """Train and evaluate every seed; write ``results.json`` into ``config.out`` and return it.
+
+    The data is read and checked before anything trains, and ``config.out`` is held (locked)
+    by this run until it ends."""
     task = get_task(config.task)
     if config.cuda_graphs and task.kind != CLASSIFICATION:
         raise UserError(f"--cuda-graphs supports classification tasks; {task.name} is a {task.kind} task")
+    launch = start_launch()
     paths = task.files(config.data_dir)
     tokenizer = load_tokenizer(config.init)
     encoder = PairEncoder(tokenizer.backend)
     started = time.perf_counter()
-    train = build_split(task, "train", paths.pop("train"), encoder, config.max_seq_len, config.max_train_examples)
-    devs = [build_split(task, name, path, encoder, config.max_seq_len) for name, path in paths.items()]
+    max_len = _sequence_limit(config)
+    train = build_split(task, "train", paths.pop("train"), encoder, max_len, config.max_train_examples, config.long_sequences)
+    devs = [build_split(task, name, path, encoder, max_len, long_sequences=config.long_sequences) for name, path in paths.items()]
+    for split in (train, *devs):
+        if not split.items:
+            raise InputError(split.path, f"the {split.name} split holds no examples")
+        if split.truncated:
+            log.info("%s: truncated %d of %d %s examples to %d tokens", task.name, split.truncated, len(split.items), split.name, max_len)
     log.info("%s: %d training items, dev %s", task.name, len(train.items), {d.name: len(d.items) for d in devs})
 
-    runs, is_main = [], True
-    for seed in config.seeds:
-        run_dir = config.out if len(config.seeds) == 1 else config.out / f"seed_{seed}"
-        run, is_main = _run_seed(config, task, seed, train, devs, tokenizer, run_dir)
-        runs.append(run)
+    with claim_run_directory(config.out, StartMode(overwrite=config.overwrite), launch, resumable=False):
+        runs = [_run_seed(config, task, seed, train, devs, tokenizer, launch) for seed in config.seeds]
+        return _write_results(config, task, runs, started, launch)
+
+
+def _sequence_limit(config: FinetuneConfig) -> int:
+    """max_seq_len, capped by the positions the model has (a longer input would index past them)."""
+    positions = BertConfig.load(config.init).max_position_embeddings
+    if config.max_seq_len > positions:
+        log.warning("--max-seq-len %d is more than %s's %d positions: inputs are cut at %d", config.max_seq_len, config.init, positions, positions)
+    return min(config.max_seq_len, positions)
+
+
+def _write_results(config: FinetuneConfig, task: Task, runs: list[dict[str, Any]], started: float, launch: Launch) -> dict[str, Any]:
     results = {
         "task": task.name,
         "command": config.command,
@@ -69,21 +89,22 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
         "summary": summarize(runs),
         "wall_time_s": time.perf_counter() - started,
     }
-    if is_main:
-        atomic.write_json(config.out / "results.json", results)
+    if launch.is_main:
+        with atomic.reporting_full_disk(config.out, "results.json", outcome="the models are written, results.json is not"):
+            atomic.write_json(config.out / "results.json", results)
         _print_summary(task, results["summary"], config.seeds)
     return results
 
 
 def _run_seed(
-    config: FinetuneConfig, task: Task, seed: int, train: Split, devs: list[Split], tokenizer, run_dir: Path
-) -> tuple[dict[str, Any], bool]:
+    config: FinetuneConfig, task: Task, seed: int, train: Split, devs: list[Split], tokenizer, launch: Launch
+) -> dict[str, Any]:
+    run_dir = config.out if len(config.seeds) == 1 else config.out / f"seed_{seed}"
     torch.manual_seed(seed)  # the new head's initialisation and dropout
     model = _load_model(task, config.init)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    steps_per_epoch = (len(train.items) // config.batch_size + bool(len(train.items) % config.batch_size)) // world_size
+    steps_per_epoch = (len(train.items) // config.batch_size + bool(len(train.items) % config.batch_size)) // launch.world_size
     if steps_per_epoch < 1:
-        raise UserError(f"{len(train.items)} training items make no full batch per rank for {world_size} rank(s)")
+        raise UserError(f"{len(train.items)} training items make no full batch per rank for {launch.world_size} rank(s)")
     engine = build_engine(model, EngineConfig(
         optim=config.optim,
         total_steps=steps_per_epoch * config.epochs,
@@ -123,7 +144,7 @@ def _run_seed(
         log.info("seed %d epoch %d: loss %.4f, %s", seed, epoch, record["train_loss"], _format_eval(record["eval"]))
         if best is None or record["eval"][main_split][main_metric] > best["eval"][main_split][main_metric]:
             best = {"epoch": epoch, "eval": record["eval"]}
-            _export(engine, tokenizer, run_dir / "model")
+            export_model(engine, run_dir / "model", tokenizer)
         return record["eval"]
 
     started = time.perf_counter()
@@ -140,7 +161,7 @@ def _run_seed(
         "train_tokens_per_s": sum(e["train_tokens"] for e in epochs) / sum(e["train_seconds"] for e in epochs),
         "model_dir": str(run_dir / "model"),
     }
-    return run, engine.is_main
+    return run
 
 
 class LossOnly:
@@ -157,18 +178,6 @@ def _load_model(task: Task, init: Path):
     head = HEADS.get(task.kind, BertForSequenceClassification)
     overrides = {"num_labels": task.num_labels} if head is BertForSequenceClassification else {}
     return head.from_pretrained(init, **overrides)
-
-
-def _export(engine: Engine, tokenizer, target: Path) -> None:
-    """Write the model to ``target`` through a temporary folder (all ranks take part in the gather)."""
-    staging = target.with_name(f".{target.name}.tmp")
-    if engine.is_main:
-        shutil.rmtree(staging, ignore_errors=True)
-    engine.barrier()
-    engine.export_hf(staging, tokenizer=tokenizer)
-    if engine.is_main:
-        atomic.replace_directory(staging, target)
-    engine.barrier()
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:

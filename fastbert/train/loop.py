@@ -16,7 +16,7 @@ same all-reduce as the metrics.
 from __future__ import annotations
 
 import logging
-import shutil
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,10 +25,10 @@ from typing import Any, Protocol
 
 import torch
 
-from ..atomic import staging_directory
 from ..errors import UserError
 from ..model.inputs import Batch
 from .checkpoint import CheckpointManager
+from .config import CheckpointPolicy
 from .engines import Engine, TrainingDiverged
 from .metrics import MetricsLog, peak_flops
 
@@ -64,6 +64,8 @@ class LoopConfig:
     """Run the evaluation hook every this many steps (and at the end); 0: only at the end."""
     save_every: int = 0
     """Checkpoint every this many steps; 0 means only at the end."""
+    checkpoint_policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+    """Which checkpoints get an HF export and which are kept."""
     save_final: bool = True
     """Checkpoint at the end and publish its HF export as ``out_dir/model`` (fine-tuning keeps its best model itself)."""
     max_minutes: float | None = None
@@ -122,24 +124,23 @@ def train(
     task: TaskMetrics,
     *,
     evaluate: Evaluation | None = None,
-    resume: bool = False,
+    resume: bool | str | os.PathLike = False,
     tokenizer: Any = None,
     flops_per_token: Callable[[float], float] | None = None,
 ) -> LoopResult:
     """Train until ``config.max_steps`` (or the time budget, or the end of the data).
 
     ``make_batches(step)`` yields this rank's micro-batches starting at optimizer step
-    ``step``; with ``resume`` the loop restores the latest checkpoint first and asks for
-    batches from there, so the run continues exactly as if it had not stopped.
+    ``step``; with ``resume`` (True: the newest complete checkpoint; a path: that checkpoint)
+    the loop restores it first and asks for batches from there, so the run continues exactly
+    as if it had not stopped.
     """
     out_dir = Path(config.out_dir)
-    checkpoints = CheckpointManager(out_dir / "checkpoints", engine)
+    checkpoints = CheckpointManager(out_dir / "checkpoints", engine, config.checkpoint_policy)
     metrics_log = MetricsLog(out_dir / "metrics.jsonl")
     start_step, last_checkpoint = 0, None
     if resume:
-        last_checkpoint = checkpoints.latest()
-        if last_checkpoint is None:
-            raise UserError(f"{out_dir / 'checkpoints'}: --resume given but there is no checkpoint to resume from")
+        last_checkpoint = checkpoints.resume_point(resume)  # verified; says which it skipped and why
         state = checkpoints.load(last_checkpoint)
         _check_run_info(last_checkpoint, state.get("run_info", {}), config.run_info)
         start_step = state["step"]
@@ -233,9 +234,8 @@ def train(
     check_finite()
     if config.save_final:
         if last_checkpoint is None or last_checkpoint.name != f"step_{step:08d}":
-            last_checkpoint = checkpoints.save(step, {"run_info": config.run_info}, tokenizer)
-        if engine.is_main:
-            _publish_model(last_checkpoint / "hf", out_dir / "model")
+            last_checkpoint = checkpoints.save(step, {"run_info": config.run_info}, tokenizer, final=True)
+        checkpoints.publish_model(last_checkpoint, out_dir / "model", tokenizer)
     engine.barrier()
     return LoopResult(step, records, evaluations, last_checkpoint, stopped_by)
 
@@ -266,12 +266,6 @@ def _check_run_info(checkpoint: Path, saved: dict[str, Any], current: dict[str, 
     for key, value in current.items():
         if key in saved and saved[key] != value:
             raise UserError(f"{checkpoint}: was trained with {key}={saved[key]!r}, this run has {value!r}; resuming would change the data order")
-
-
-def _publish_model(source: Path, target: Path) -> None:
-    """Copy the final HF export to ``target``, replacing it whole."""
-    with staging_directory(target) as staging:
-        shutil.copytree(source, staging, dirs_exist_ok=True)
 
 
 def _progress_bar(engine: Engine, config: LoopConfig, start_step: int):

@@ -51,7 +51,7 @@ def test_loop_logs_checkpoints_and_publishes_the_model(tmp_path):
         state = json.loads((checkpoint / "trainer_state.json").read_text())
         assert state["step"] == step and state["run_info"] == {"seed": 0}
         assert (checkpoint / "engine" / "engine.pt").is_file() and (checkpoint / "rng_rank0.pt").is_file()
-        assert (checkpoint / "hf" / "toy.pt").is_file()
+        assert (checkpoint / "hf" / "toy.pt").is_file() == (step == 4)  # the final checkpoint has the HF export
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
     final = torch.load(tmp_path / "model" / "toy.pt")
     for name, value in engine.module.state_dict().items():
