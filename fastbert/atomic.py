@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import shutil
@@ -59,7 +60,7 @@ def staging_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty sibling of target to build in; on success it replaces target, on failure it is removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
     try:
         staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private (0700); the result should look like mkdir's
         yield staging
@@ -67,6 +68,24 @@ def staging_directory(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def remove_stale_staging(target: str | os.PathLike) -> list[Path]:
+    """Remove staging directories for target that a killed process (SIGKILL, power loss) left; return them.
+
+    Call it only where target has one writer (a run that owns it), before staging anew.
+    """
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    stale = sorted(path for path in target.parent.glob(f"{glob.escape(_staging_prefix(target))}*") if path.is_dir())
+    for path in stale:
+        shutil.rmtree(path)
+    return stale
+
+
+def _staging_prefix(target: Path) -> str:
+    return f".{target.name}.tmp-"
 
 
 def replace_directory(staging: str | os.PathLike, target: str | os.PathLike) -> None:

@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the setting flags and --set override it (the defaults shown are for settings it leaves out).",
     )
     parser.add_argument("--config", type=Path, required=True, help="YAML training config (configs/pretrain/*.yaml)")
-    parser.add_argument("--data", type=Path, required=True, help="prepared pretraining data directory")
+    parser.add_argument("--data", nargs="+", required=True, metavar="DIR[:WEIGHT]",
+                        help="prepared pretraining data directory; several, each with an optional weight "
+                        "(dirA:0.7 dirB:0.3), are blended: each gets its weight's share of every epoch")
     parser.add_argument("--out", type=Path, required=True, help="output directory: metrics.jsonl, checkpoints/, model/")
     parser.add_argument("--deepspeed", type=Path, metavar="JSON", help="DeepSpeed config (configs/deepspeed/zeroN.json)")
     parser.add_argument("--tokenizer", type=Path, help="tokenizer to save with the model (default: the data's)")

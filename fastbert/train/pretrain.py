@@ -120,7 +120,7 @@ def pretraining_data(
     tokenizer_dir: str | os.PathLike | None = None,
     pin_memory: bool = False,
 ) -> PretrainingData:
-    """The batches of ``dataset`` (a :class:`~fastbert.data.dataset.PretrainingDataset`) that ``rank`` trains on."""
+    """The batches of ``dataset`` (a :class:`~fastbert.data.dataset.PretrainingDataset` or ``BlendedDataset``) that ``rank`` trains on."""
     from ..data.collator import PretrainingCollator
 
     order = DataOrder(len(dataset), config.batch_size, config.grad_accum_steps, world_size, rank, config.seed)
@@ -131,7 +131,7 @@ def pretraining_data(
 
 def run_pretraining(
     config: PretrainConfig,
-    data_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | list[str | os.PathLike],
     out_dir: str | os.PathLike,
     *,
     deepspeed_config: dict[str, Any] | None = None,
@@ -141,18 +141,18 @@ def run_pretraining(
 ) -> LoopResult:
     """Pretrain into ``out_dir``, which this run holds (locked) until it ends; ``start`` says
     what it may find there (an earlier run to resume or overwrite)."""
-    from ..data.dataset import PretrainingDataset
+    from ..data.dataset import open_pretraining_data
     from ..model import BertConfig
 
     launch = start_launch()
-    dataset = PretrainingDataset(data_dir)
+    dataset = open_pretraining_data(data_dir)  # one prepared directory, or DIR:WEIGHT entries to blend
     if config.init_from:
         model_config = BertConfig.from_pretrained(config.init_from, **config.model_overrides)
     else:
         shape = {"vocab_size": dataset.vocab_size, "max_position_embeddings": max(512, dataset.max_seq_len)}
         model_config = BertConfig.preset(config.model, **{**shape, **PRETRAINING_DEFAULTS, **config.model_overrides})
     if model_config.vocab_size < dataset.vocab_size:
-        raise UserError(f"{data_dir}: the data's vocabulary ({dataset.vocab_size}) is larger than the model's ({model_config.vocab_size})")
+        raise UserError(f"{dataset.name}: the data's vocabulary ({dataset.vocab_size}) is larger than the model's ({model_config.vocab_size})")
     with claim_run_directory(out_dir, start, launch):
         return _pretrain(config, dataset, model_config, Path(out_dir), deepspeed_config, start, tokenizer_dir, progress)
 
@@ -203,14 +203,13 @@ def _flops_model(model) -> Any:
 
 
 def _find_tokenizer(dataset, tokenizer_dir: str | os.PathLike | None):
-    """The data's tokenizer (masking needs its vocabulary; the export ships it): the given one, else the recorded one."""
+    """The data's tokenizer (masking needs its vocabulary; the export ships it): the given one, else the data's copy."""
     from ..tokenizer import load_tokenizer, tokenizer_hash
 
-    recorded = dataset.metadata["tokenizer"]
-    path = Path(tokenizer_dir) if tokenizer_dir else Path(recorded["path"])
+    path = Path(tokenizer_dir) if tokenizer_dir else dataset.tokenizer_dir
     if not path.is_dir():
         raise UserError(f"{path}: tokenizer directory not found (the data was prepared with it; pass --tokenizer DIR)")
     tokenizer = load_tokenizer(path)
-    if tokenizer_hash(tokenizer) != recorded["hash"]:
-        raise UserError(f"{path}: this tokenizer differs from the one {dataset.directory} was prepared with")
+    if tokenizer_hash(tokenizer) != dataset.tokenizer["hash"]:
+        raise UserError(f"{path}: this tokenizer differs from the one {dataset.name} was prepared with")
     return tokenizer
