@@ -32,7 +32,7 @@ def resolve_init(init: str) -> Path:
         raise UserError(f"{init}: no such model directory")
     try:
         import huggingface_hub
-        from huggingface_hub.errors import LocalEntryNotFoundError
+        from huggingface_hub.utils import LocalEntryNotFoundError
     except ImportError:
         raise UserError(f"{init}: no such directory; a Hub model id needs huggingface_hub: pip install 'fastbert[hub]'") from None
     try:
