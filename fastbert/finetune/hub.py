@@ -32,21 +32,22 @@ def resolve_init(init: str) -> Path:
         raise UserError(f"{init}: no such model directory")
     try:
         import huggingface_hub
+        from huggingface_hub import constants
         from huggingface_hub.utils import LocalEntryNotFoundError
     except ImportError:
         raise UserError(f"{init}: no such directory; a Hub model id needs huggingface_hub: pip install 'fastbert[hub]'") from None
+    advice = f"download it where there is network (`hf download {init}`) or pass --init a directory holding config.json, the weights and the tokenizer"
     try:
         return _snapshot(huggingface_hub, init, local_files_only=True)
     except LocalEntryNotFoundError:
-        pass
+        if constants.HF_HUB_OFFLINE:
+            raise UserError(f"{init}: not a local directory, and not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+                            f"while offline (HF_HUB_OFFLINE); {advice}") from None
     try:
         return _snapshot(huggingface_hub, init, local_files_only=False)
-    except Exception as err:  # noqa: BLE001 - offline, unknown repo, no access: all mean "not available here"
-        raise UserError(
-            f"{init} is not a local directory and not in the Hugging Face cache, and downloading it failed "
-            f"({type(err).__name__}); download it where there is network (`hf download {init}`) "
-            f"or pass --init a directory with config.json, the weights and the tokenizer"
-        ) from None
+    except Exception as err:  # noqa: BLE001 - no network, unknown repo, no access: all mean "not available here"
+        raise UserError(f"{init}: not a local directory, not in the Hugging Face cache, and the download failed "
+                        f"({type(err).__name__}: {_first_line(err)}); {advice}") from None
 
 
 def _snapshot(huggingface_hub: Any, repo_id: str, local_files_only: bool) -> Path:
