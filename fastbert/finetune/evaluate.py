@@ -50,7 +50,7 @@ def evaluate(engine: Engine, task: Task, split: Split, batch_size: int) -> dict[
             version_2=task.version_2,
         )
         gold = {e.qid: [a.text for a in e.answers] for e in split.examples}
-        return squad_metrics(predictions, gold)
+        return squad_metrics(predictions, gold, version_2=task.version_2)
     return label_metrics(task.metrics, _predicted(task.kind, outputs), np.array([e.label for e in split.examples]))
 
 

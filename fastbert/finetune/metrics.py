@@ -5,9 +5,11 @@ scikit-learn or scipy; the tests check them against both where they are installe
 Undefined cases follow scikit-learn (MCC and F1 are 0 without the counts they divide by)
 and scipy (a correlation with a constant input is nan).
 
-SQuAD scoring follows the official evaluation script's definition: answers are normalised
-(lower case, no punctuation, no articles a/an/the, single spaces); a question scores the
-best match over its gold answers; an unanswerable question's only gold answer is "".
+SQuAD scoring follows the official evaluation scripts: answers are normalised (lower case,
+no punctuation, no articles a/an/the, single spaces); a question scores the best match over
+its gold answers; an unanswerable (v2.0) question's only gold answer is "". The two scripts
+differ where both answers normalise to nothing (v1.1 dev has three "." golds): v2.0 counts
+that F1 as 1, v1.1 as 0 (no tokens, no overlap).
 """
 
 from __future__ import annotations
@@ -109,10 +111,10 @@ def exact_match(prediction: str, gold: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(gold))
 
 
-def token_f1(prediction: str, gold: str) -> float:
+def token_f1(prediction: str, gold: str, version_2: bool = True) -> float:
     predicted, expected = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if not predicted or not expected:  # an empty answer matches only an empty answer
-        return float(predicted == expected)
+    if not predicted or not expected:  # v2.0: an empty answer matches only an empty answer
+        return float(version_2 and predicted == expected)
     common = sum((collections.Counter(predicted) & collections.Counter(expected)).values())
     if common == 0:
         return 0.0
@@ -120,8 +122,8 @@ def token_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def squad_metrics(predictions: Mapping[str, str], gold_answers: Mapping[str, list[str]]) -> dict[str, float]:
-    """Exact match and F1 in percent over the questions of ``gold_answers``; "" is the no-answer gold."""
+def squad_metrics(predictions: Mapping[str, str], gold_answers: Mapping[str, list[str]], *, version_2: bool) -> dict[str, float]:
+    """Exact match and F1 in percent over the questions of ``gold_answers``; "" is the no-answer gold (v2.0)."""
     em = f1_sum = 0.0
     for qid, golds in gold_answers.items():
         if qid not in predictions:  # the official script scores an unanswered question 0
@@ -129,6 +131,6 @@ def squad_metrics(predictions: Mapping[str, str], gold_answers: Mapping[str, lis
         golds = golds or [""]
         prediction = predictions[qid]
         em += max(exact_match(prediction, g) for g in golds)
-        f1_sum += max(token_f1(prediction, g) for g in golds)
+        f1_sum += max(token_f1(prediction, g, version_2) for g in golds)
     count = max(len(gold_answers), 1)
     return {"exact_match": 100.0 * em / count, "f1": 100.0 * f1_sum / count}

@@ -37,6 +37,8 @@ def test_token_f1_partial_overlap():
     assert token_f1("Denver Broncos team", "the Broncos") == pytest.approx(0.5)
     assert token_f1("", "") == 1.0
     assert token_f1("something", "") == 0.0
+    assert token_f1("", ".", version_2=False) == 0.0  # v1.1's script: no tokens, no overlap
+    assert token_f1("", ".", version_2=True) == 1.0
 
 
 def test_squad_metrics_max_over_golds_and_no_answer():
@@ -48,7 +50,7 @@ def test_squad_metrics_max_over_golds_and_no_answer():
         "q5": ["Santa Clara"],  # not predicted: scores 0
     }
     predictions = {"q1": "the denver broncos.", "q2": "Panthers", "q3": "", "q4": "Levi's Stadium"}
-    got = squad_metrics(predictions, gold)
+    got = squad_metrics(predictions, gold, version_2=True)
     assert got["exact_match"] == pytest.approx(100 * 2 / 5)
     f1_q2 = 2 * 1 * 0.5 / 1.5
     assert got["f1"] == pytest.approx(100 * (1 + f1_q2 + 1 + 0 + 0) / 5)
