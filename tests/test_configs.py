@@ -110,7 +110,7 @@ def test_bad_set_items(tmp_path, item):
 
 
 def test_engine_config_checks():
-    with pytest.raises(UserError, match="total_steps must be at least 1, got 0"):
+    with pytest.raises(UserError, match="total_steps must be an integer >= 1, got 0"):
         EngineConfig(total_steps=0)
     with pytest.raises(UserError, match="local engine only"):
         EngineConfig(cuda_graphs=True, deepspeed_config={})
@@ -171,9 +171,9 @@ def test_finetune_required_flags_and_value_checks(capsys):
     with pytest.raises(SystemExit):
         parser_for(finetune_cli).parse_args(["finetune", "--task", "cola"])
     assert "required: --data-dir, --init, --out" in capsys.readouterr().err
-    with pytest.raises(UserError, match="--epochs must be at least 1, got 0"):
+    with pytest.raises(UserError, match="--epochs must be an integer >= 1, got 0"):
         finetune_config("--epochs", "0")
-    with pytest.raises(UserError, match="lr must be positive, got -1.0"):
+    with pytest.raises(UserError, match="lr must be a finite number > 0, got -1.0"):
         finetune_config("--lr", "-1")
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from ..config_cli import add_config_flags, add_set_flag, given_settings, parse_set
 from .config import PretrainConfig, read_deepspeed_config
-from .run_dir import StartMode
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +49,8 @@ def build_pretrain_config(args: argparse.Namespace) -> PretrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .pretrain import run_pretraining
+    from .pretrain import run_pretraining  # torch loads only when the command runs
+    from .run_dir import StartMode
 
     config = build_pretrain_config(args)
     start = StartMode(resume=args.resume, resume_from=args.resume_from, overwrite=args.overwrite)

@@ -47,7 +47,7 @@ def test_blend_reads_each_part_in_its_share(two_directories):
     for part, dataset in ((0, a), (1, b)):
         pairs = [pair for owner, pair in located if owner == part]
         # Spread evenly: a part given more than it has uses every pair, one given fewer spans all of them.
-        assert pairs == sorted(pairs) and pairs[0] == 0 and pairs[-1] >= len(dataset) * (1 - 1.5 / len(pairs))
+        assert pairs == sorted(pairs) and pairs[0] == 0 and pairs[-1] >= len(dataset) * (1 - 2 / len(pairs))
         if len(pairs) >= len(dataset):
             assert set(pairs) == set(range(len(dataset)))
     for index in range(0, len(blend), 7):
