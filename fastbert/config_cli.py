@@ -137,7 +137,9 @@ def _value_options(setting: Setting) -> dict[str, Any]:
     if kind is bool:
         # A switch when off by default; otherwise both ways (bf16: None means "on CUDA", so --no-bf16 matters).
         return {"action": "store_true"} if setting.default is False else {"action": argparse.BooleanOptionalAction}
-    if kind is tuple:
+    if kind is tuple:  # tuple[int, ...] or tuple[str, ...]: comma-separated values
+        if typing.get_args(kinds[0])[0] is str:
+            return {"type": _str_tuple, "metavar": "NAME[,NAME...]"}
         return {"type": _int_tuple, "metavar": "N,N,..."}
     if kind is dict:
         return {"type": _yaml_mapping, "metavar": "YAML"}
@@ -153,6 +155,13 @@ def _int_tuple(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _str_tuple(text: str) -> tuple[str, ...]:
+    parts = tuple(part.strip() for part in text.split(","))
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return parts
+
+
 def _yaml_mapping(text: str) -> dict[str, Any]:
     try:
         value = yaml.safe_load(text)
@@ -165,7 +174,7 @@ def _yaml_mapping(text: str) -> dict[str, Any]:
 
 def _hidden_default(default: Any) -> bool:
     """Defaults not worth showing: unset (the docstring says what None means), off, empty."""
-    return default is None or default is False or default == {}
+    return default is None or default is False or default == {} or default == ()
 
 
 def _show(default: Any) -> str:

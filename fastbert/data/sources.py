@@ -273,11 +273,21 @@ def _parquet_documents(path: str, corpus_format: CorpusFormat) -> Iterator[str]:
 HF_BATCH_ROWS = 1024
 
 
+def _saved_without_rows(path: Path) -> bool:
+    state = path / "state.json"
+    try:
+        return state.is_file() and not json.loads(state.read_text(encoding="utf-8")).get("_data_files")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
 def _hf_documents(source: str, corpus_format: CorpusFormat) -> Iterator[str]:
     """A ``save_to_disk`` directory (memory-mapped Arrow), else a local dataset directory or Hub name, streamed."""
     datasets = import_extra("datasets", "hf", "--format hf")
     path = Path(source)
     if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+        if _saved_without_rows(path):  # datasets writes no shard for it, and then cannot load it
+            raise InputError(source, "the dataset has no rows")
         dataset = datasets.load_from_disk(str(path))
         if isinstance(dataset, datasets.DatasetDict):
             if corpus_format.hf_split not in dataset:
@@ -293,6 +303,8 @@ def _hf_documents(source: str, corpus_format: CorpusFormat) -> Iterator[str]:
     names = dataset.column_names
     if names is not None and column not in names:
         raise InputError(source, f"no column {column!r} (columns: {', '.join(names)}); choose one with --text-column")
+    if getattr(dataset, "num_rows", None) == 0:  # iterating an empty Arrow dataset fails inside datasets
+        raise InputError(source, "the dataset has no rows")
     rows = 0
     for batch in _hf_batches(source, dataset):
         if column not in batch:

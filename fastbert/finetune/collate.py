@@ -53,12 +53,19 @@ def epoch_order(num_items: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_items)
 
 
-def rank_batches(order: np.ndarray, batch_size: int, rank: int, world_size: int) -> list[np.ndarray]:
-    """This rank's batches of ``order``: batch i goes to rank i mod world_size.
+def updates_per_epoch(num_items: int, batch_size: int, world_size: int, accum_steps: int) -> int:
+    """Optimizer steps in one epoch: whole windows of ``accum_steps`` micro-batches on every rank."""
+    return -(-num_items // batch_size) // (world_size * accum_steps)
 
-    Every rank gets the same number of batches (a trailing remainder is dropped when the
-    batches do not divide evenly), so the ranks' optimizer steps stay in lockstep.
+
+def rank_batches(order: np.ndarray, batch_size: int, rank: int, world_size: int, accum_steps: int = 1) -> list[np.ndarray]:
+    """This rank's micro-batches of ``order``: batch i goes to rank i mod world_size.
+
+    Only whole accumulation windows are kept (a trailing remainder of fewer than
+    world_size x accum_steps batches is dropped), so every rank takes the same number of
+    optimizer steps, each over the same number of micro-batches: one update sees
+    consecutive batches of the order, as one large batch would.
     """
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    usable = len(batches) - len(batches) % world_size
+    usable = updates_per_epoch(len(order), batch_size, world_size, accum_steps) * world_size * accum_steps
     return batches[rank:usable:world_size]

@@ -36,6 +36,7 @@ BASE_URL_ENV = "FASTBERT_DATA_URL"
 COLA_URL = "https://nyu-mll.github.io/CoLA/cola_public_1.1.zip"
 GLUE_URL = "https://dl.fbaipublicfiles.com/glue/data"
 MRPC_TRAIN_URL = "https://dl.fbaipublicfiles.com/senteval/senteval_data/msr_paraphrase_train.txt"
+MRPC_TEST_URL = "https://dl.fbaipublicfiles.com/senteval/senteval_data/msr_paraphrase_test.txt"
 MRPC_DEV_IDS_URL = "https://dl.fbaipublicfiles.com/glue/data/mrpc_dev_ids.tsv"
 SQUAD_URL = "https://rajpurkar.github.io/SQuAD-explorer/dataset"
 SWAG_URL = "https://raw.githubusercontent.com/rowanz/swagaf/master/data"
@@ -48,7 +49,11 @@ SHA256: dict[str, str] = {
     "dev-v2.0.json": "80a5225e94905956a6446d296ca1093975c4d3b3260f1d6c8f68bc2ab77182d8",
 }
 
-GLUE_FOLDERS = {"sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "stsb": "STS-B"}
+# GLUE task -> (folder, archive on GLUE_URL), as download_glue_data.py fetches them; MRPC is built from its sources.
+GLUE_ARCHIVES = {
+    "sst2": ("SST-2", "SST-2.zip"), "mrpc": ("MRPC", None), "qqp": ("QQP", "QQP-clean.zip"), "stsb": ("STS-B", "STS-B.zip"),
+    "mnli": ("MNLI", "MNLI.zip"), "qnli": ("QNLI", "QNLIv2.zip"), "rte": ("RTE", "RTE.zip"), "wnli": ("WNLI", "WNLI.zip"),
+}
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,8 @@ def _copy(downloads: Path, out: Path) -> None:
 
 
 def _build_mrpc(downloads: Path, out: Path) -> None:
-    """GLUE's MRPC split: the header, then ``label id1 id2 s1 s2`` rows, dev by the listed id pairs."""
+    """GLUE's MRPC files: train and dev (split by the listed id pairs) keep the header and ``label id1 id2 s1 s2``
+    rows; test.tsv has GLUE's ``index id1 id2 s1 s2`` rows (its labels are not part of the benchmark)."""
     dev_ids = set()
     ids_path = downloads / "mrpc_dev_ids.tsv"
     for line in ids_path.read_text(encoding="utf-8").splitlines():
@@ -112,21 +118,30 @@ def _build_mrpc(downloads: Path, out: Path) -> None:
             if len(fields) != 5:
                 raise InputError(source, f"expected 5 tab-separated columns, found {len(fields)}", number)
             (dev if tuple(fields[1:3]) in dev_ids else train).write("\t".join(fields) + "\n")
+    test_source = downloads / "msr_paraphrase_test.txt"
+    with open(test_source, encoding="utf-8-sig") as src, open(out / "test.tsv", "w", encoding="utf-8") as test:
+        src.readline()
+        test.write("index\t#1 ID\t#2 ID\t#1 String\t#2 String\n")
+        for index, (number, line) in enumerate(enumerate(src, 2)):
+            fields = line.strip().split("\t")
+            if len(fields) != 5:
+                raise InputError(test_source, f"expected 5 tab-separated columns, found {len(fields)}", number)
+            test.write("\t".join([str(index), *fields[1:]]) + "\n")
 
 
 def dataset_for(name: str, task: str | None = None) -> Dataset:
     """The download recipe for ``name`` (and, for GLUE, ``task``)."""
     if (name == "glue") != (task is not None):
-        raise UserError("give a task after `glue` (and only after it): " + ", ".join(GLUE_FOLDERS))
+        raise UserError("give a task after `glue` (and only after it): " + ", ".join(GLUE_ARCHIVES))
     if name == "cola":
         return Dataset("cola", (COLA_URL,), _unzip("cola_public_1.1.zip", "cola_public/raw/"))
     if name == "glue":
-        if task not in GLUE_FOLDERS:
-            raise UserError(f"unknown GLUE task {task!r}; expected one of {', '.join(GLUE_FOLDERS)}")
-        folder = GLUE_FOLDERS[task]
-        if task == "mrpc":
-            return Dataset("glue/MRPC", (MRPC_TRAIN_URL, MRPC_DEV_IDS_URL), _build_mrpc)
-        return Dataset(f"glue/{folder}", (f"{GLUE_URL}/{folder}.zip",), _unzip(f"{folder}.zip", f"{folder}/"))
+        if task not in GLUE_ARCHIVES:
+            raise UserError(f"unknown GLUE task {task!r}; expected one of {', '.join(GLUE_ARCHIVES)}")
+        folder, archive = GLUE_ARCHIVES[task]
+        if archive is None:
+            return Dataset("glue/MRPC", (MRPC_TRAIN_URL, MRPC_TEST_URL, MRPC_DEV_IDS_URL), _build_mrpc)
+        return Dataset(f"glue/{folder}", (f"{GLUE_URL}/{archive}",), _unzip(archive, f"{folder}/"))
     if name in ("squad", "squad_v2"):
         version = "1.1" if name == "squad" else "2.0"
         return Dataset(name, (f"{SQUAD_URL}/train-v{version}.json", f"{SQUAD_URL}/dev-v{version}.json"), _copy)
@@ -199,7 +214,7 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
         description="Fetch a public fine-tuning dataset: cola | glue {sst2,mrpc,rte,stsb} | squad | squad_v2 | swag.",
     )
     parser.add_argument("dataset", choices=["cola", "glue", "squad", "squad_v2", "swag"])
-    parser.add_argument("task", nargs="?", help="the GLUE task: " + ", ".join(GLUE_FOLDERS))
+    parser.add_argument("task", nargs="?", help="the GLUE task: " + ", ".join(GLUE_ARCHIVES))
     parser.add_argument("--cache", default=None, help=f"cache folder (default {DEFAULT_CACHE})")
     parser.add_argument("--force", action="store_true", help="download again even when present")
     parser.set_defaults(func=_run)

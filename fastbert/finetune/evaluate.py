@@ -1,4 +1,9 @@
-"""Dev-set evaluation: batched inference through the engine, then the task's metrics."""
+"""Dev-set evaluation and test-set predictions: batched inference through the engine.
+
+Predictions are written in GLUE's submission format: a header ``index\tprediction``, then
+one row per example with its id (the file's index column, else its position) and the
+predicted class name, score or choice index.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import torch
 
 from ..train.engines import Engine
 from .collate import Item, collate
+from .examples import LabelNames
 from .features import Split
 from .metrics import label_metrics, squad_metrics
 from .squad import postprocess_squad
@@ -44,7 +50,21 @@ def evaluate(engine: Engine, task: Task, split: Split, batch_size: int) -> dict[
             version_2=task.version_2,
         )
         gold = {e.qid: [a.text for a in e.answers] for e in split.examples}
-        return squad_metrics(predictions, gold)
+        return squad_metrics(predictions, gold, version_2=task.version_2)
+    return label_metrics(task.metrics, _predicted(task.kind, outputs), np.array([e.label for e in split.examples]))
+
+
+def submission(engine: Engine, kind: str, split: Split, batch_size: int, labels: LabelNames | None) -> str:
+    """The predictions for ``split`` as a GLUE submission TSV."""
+    predicted = _predicted(kind, predict(engine, split.items, batch_size, kind))
+    rows = ["index\tprediction"]
+    for position, (example, value) in enumerate(zip(split.examples, predicted)):
+        shown = f"{value:.3f}" if kind == REGRESSION else labels.names[value] if labels is not None else str(value)
+        rows.append(f"{example.index if example.index is not None else position}\t{shown}")
+    return "\n".join(rows) + "\n"
+
+
+def _predicted(kind: str, outputs: list[np.ndarray]) -> np.ndarray:
+    """Regression scores, else the highest-scoring class or choice."""
     scores = np.stack(outputs)
-    predicted = scores[:, 0] if task.kind == REGRESSION else scores.argmax(axis=1)
-    return label_metrics(task.metrics, predicted, np.array([e.label for e in split.examples]))
+    return scores[:, 0] if kind == REGRESSION else scores.argmax(axis=1)

@@ -1,4 +1,10 @@
-"""The fine-tuning tasks: where their files are, how to read them, what head and metrics they use."""
+"""The fine-tuning tasks: where their files are, how to read them, what head and metrics they use.
+
+GLUE's tasks, SQuAD and SWAG read the files of their public releases from ``--data-dir``.
+The generic tasks (``classification``, ``regression``, ``multiple-choice``) read a user's
+own files or a ``datasets`` dataset, with the columns given on the command line
+(:mod:`.custom`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from .examples import LabelNames
 from .glue import TsvLayout, read_tsv
 from .squad import read_squad
-from .swag import NUM_CHOICES, read_swag
+from .swag import read_swag
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -24,67 +31,86 @@ class Task:
     name: str
     kind: str
     """classification, regression, span (extractive QA) or multiple_choice."""
-    train_file: str
-    dev_files: tuple[tuple[str, str], ...]
-    """(split name, file) pairs; the first split's first metric picks the best epoch."""
     metrics: tuple[str, ...]
+    """The dev metrics; the first one picks the best epoch."""
+    train_file: str | None = None
+    """None: a generic task, whose data the user names (files or a dataset)."""
+    dev_files: tuple[tuple[str, str], ...] = ()
+    """(split name, file) pairs; the first split's first metric picks the best epoch."""
+    test_files: tuple[tuple[str, str], ...] = ()
+    """(submission name, file) pairs of the unlabelled test split, as GLUE's leaderboard names them."""
     layout: TsvLayout | None = None
     """Column layout of the TSV tasks."""
     version_2: bool = False
     """SQuAD v2: questions may have no answer."""
 
     @property
-    def num_labels(self) -> int:
-        """Outputs of the task head per sequence."""
-        if self.kind == CLASSIFICATION:
-            return len(self.layout.labels)
-        return {REGRESSION: 1, SPAN: 2, MULTIPLE_CHOICE: 1}[self.kind]
+    def custom(self) -> bool:
+        """Whether the user names the data (--train-file/--validation-file or --dataset)."""
+        return self.train_file is None
 
     @property
-    def num_choices(self) -> int:
-        return NUM_CHOICES if self.kind == MULTIPLE_CHOICE else 1
+    def label_names(self) -> LabelNames | None:
+        """The classes of a GLUE classification task (a generic task's come from its data)."""
+        return self.layout.labels if self.layout is not None else None
 
-    def read(self, path: str | os.PathLike) -> list:
-        """The examples of one file of this task."""
+    def read(self, path: str | os.PathLike, labelled: bool = True) -> list:
+        """The examples of one file of this task; ``labelled=False`` reads a file to predict (labels optional)."""
         if self.layout is not None:
-            return read_tsv(path, self.layout)
+            return read_tsv(path, self.layout, labelled)
         return read_squad(path) if self.kind == SPAN else read_swag(path)
 
     def files(self, data_dir: str | os.PathLike) -> dict[str, Path]:
         """The task's files in ``data_dir`` by split name ("train" first); raises if one is missing."""
-        names = {"train": self.train_file, **dict(self.dev_files)}
+        return self._existing(data_dir, {"train": self.train_file, **dict(self.dev_files)})
+
+    def test_paths(self, data_dir: str | os.PathLike) -> dict[str, Path]:
+        """The test files by submission name; raises if one is missing."""
+        if not self.test_files:
+            raise UserError(f"{self.name} has no test split in GLUE's submission format; use --predict-file")
+        return self._existing(data_dir, dict(self.test_files))
+
+    def _existing(self, data_dir: str | os.PathLike, names: dict[str, str]) -> dict[str, Path]:
         paths = {split: Path(data_dir) / name for split, name in names.items()}
         missing = [str(p) for p in paths.values() if not p.is_file()]
         if missing:
-            raise UserError(
-                f"{self.name}: missing {', '.join(missing)} (fetch it with `fastbert data download`)"
-            )
+            raise UserError(f"{self.name}: missing {', '.join(missing)} (fetch it with `fastbert data download`)")
         return paths
 
 
-_BINARY = ("0", "1")
-_GLUE_DEV = (("dev", "dev.tsv"),)
+def _glue(name, train, devs, tests, metrics, layout, kind=CLASSIFICATION) -> Task:
+    return Task(name, kind, metrics, train, devs, tests, layout)
+
+
+_BINARY = LabelNames(("0", "1"))
+_NLI = LabelNames(("entailment", "not_entailment"))
+_DEV = (("dev", "dev.tsv"),)
 
 TASKS: dict[str, Task] = {
     task.name: task
     for task in [
-        Task(
-            "cola", CLASSIFICATION, "in_domain_train.tsv",
-            (("in_domain", "in_domain_dev.tsv"), ("out_of_domain", "out_of_domain_dev.tsv")),
-            ("mcc", "accuracy"),
-            TsvLayout(num_columns=4, text_a=3, label=1, header=False, labels=_BINARY),
-        ),
-        Task("sst2", CLASSIFICATION, "train.tsv", _GLUE_DEV, ("accuracy",),
-             TsvLayout(num_columns=2, text_a=0, label=1, labels=_BINARY)),
-        Task("mrpc", CLASSIFICATION, "train.tsv", _GLUE_DEV, ("f1", "accuracy"),
-             TsvLayout(num_columns=5, text_a=3, text_b=4, label=0, labels=_BINARY)),
-        Task("rte", CLASSIFICATION, "train.tsv", _GLUE_DEV, ("accuracy",),
-             TsvLayout(num_columns=4, text_a=1, text_b=2, label=3, labels=("entailment", "not_entailment"))),
-        Task("stsb", REGRESSION, "train.tsv", _GLUE_DEV, ("pearson", "spearman"),
-             TsvLayout(num_columns=10, text_a=7, text_b=8, label=9)),
-        Task("squad", SPAN, "train-v1.1.json", (("dev", "dev-v1.1.json"),), ("exact_match", "f1")),
-        Task("squad_v2", SPAN, "train-v2.0.json", (("dev", "dev-v2.0.json"),), ("exact_match", "f1"), version_2=True),
-        Task("swag", MULTIPLE_CHOICE, "train.csv", (("dev", "val.csv"),), ("accuracy",)),
+        _glue("cola", "in_domain_train.tsv", (("in_domain", "in_domain_dev.tsv"), ("out_of_domain", "out_of_domain_dev.tsv")),
+              (("CoLA", "test.tsv"),), ("mcc", "accuracy"),
+              TsvLayout("sentence", "label", labels=_BINARY, headerless=("source", "label", "annotation", "sentence"))),
+        _glue("sst2", "train.tsv", _DEV, (("SST-2", "test.tsv"),), ("accuracy",), TsvLayout("sentence", "label", labels=_BINARY)),
+        _glue("mrpc", "train.tsv", _DEV, (("MRPC", "test.tsv"),), ("f1", "accuracy"),
+              TsvLayout("#1 String", "Quality", "#2 String", labels=_BINARY)),
+        _glue("qqp", "train.tsv", _DEV, (("QQP", "test.tsv"),), ("f1", "accuracy"),
+              TsvLayout("question1", "is_duplicate", "question2", labels=_BINARY, index="id")),
+        _glue("stsb", "train.tsv", _DEV, (("STS-B", "test.tsv"),), ("pearson", "spearman"),
+              TsvLayout("sentence1", "score", "sentence2"), kind=REGRESSION),
+        _glue("mnli", "train.tsv", (("matched", "dev_matched.tsv"), ("mismatched", "dev_mismatched.tsv")),
+              (("MNLI-m", "test_matched.tsv"), ("MNLI-mm", "test_mismatched.tsv")), ("accuracy",),
+              TsvLayout("sentence1", "gold_label", "sentence2", labels=LabelNames(("contradiction", "entailment", "neutral")))),
+        _glue("qnli", "train.tsv", _DEV, (("QNLI", "test.tsv"),), ("accuracy",), TsvLayout("question", "label", "sentence", labels=_NLI)),
+        _glue("rte", "train.tsv", _DEV, (("RTE", "test.tsv"),), ("accuracy",), TsvLayout("sentence1", "label", "sentence2", labels=_NLI)),
+        _glue("wnli", "train.tsv", _DEV, (("WNLI", "test.tsv"),), ("accuracy",), TsvLayout("sentence1", "label", "sentence2", labels=_BINARY)),
+        Task("squad", SPAN, ("exact_match", "f1"), "train-v1.1.json", (("dev", "dev-v1.1.json"),)),
+        Task("squad_v2", SPAN, ("exact_match", "f1"), "train-v2.0.json", (("dev", "dev-v2.0.json"),), version_2=True),
+        Task("swag", MULTIPLE_CHOICE, ("accuracy",), "train.csv", (("dev", "val.csv"),)),
+        Task("classification", CLASSIFICATION, ("accuracy", "macro_f1")),
+        Task("regression", REGRESSION, ("pearson", "spearman")),
+        Task("multiple-choice", MULTIPLE_CHOICE, ("accuracy",)),
     ]
 }
 

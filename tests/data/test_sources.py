@@ -169,6 +169,15 @@ def hf_local_without_rows(path: Path) -> None:
     (path / "train.jsonl").write_bytes(b"")
 
 
+def hf_without_rows(path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    datasets.disable_progress_bars()  # its bar would land in the stderr the test reads
+    try:
+        datasets.Dataset.from_dict({"text": []}).save_to_disk(str(path))
+    finally:
+        datasets.enable_progress_bars()
+
+
 BAD_INPUTS = {
     "jsonl-not-json": ("c.jsonl", lambda p: p.write_text('{"text": "a"}\n{"text": "b"}\n{"text": oops}\n'),
                        ["--format", "jsonl"], ":3: not JSON (Expecting value at column 10)"),
@@ -182,8 +191,9 @@ BAD_INPUTS = {
     "parquet-empty": ("c.parquet", parquet_without_rows, ["--format", "parquet"], ": no rows"),
     "parquet-not-parquet": ("c.parquet", lambda p: p.write_text("not parquet"), ["--format", "parquet"],
                             ": not a parquet file"),
-    # datasets itself refuses an empty local dataset (5.2 cannot save an empty one with save_to_disk).
-    "hf-empty": ("local", hf_local_without_rows, ["--format", "hf"], ": cannot load this dataset"),
+    "hf-empty": ("saved", hf_without_rows, ["--format", "hf"], ": the dataset has no rows"),
+    # datasets itself refuses an empty local dataset directory: its failure is named, not a traceback.
+    "hf-local-empty": ("local", hf_local_without_rows, ["--format", "hf"], ": cannot load this dataset"),
 }
 
 

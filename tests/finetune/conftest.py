@@ -66,3 +66,33 @@ def _write_squad(path, version_2: bool):
     }
     path.write_text(json.dumps(data))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(minilm_dir, tmp_path_factory):
+    """A randomly initialised 2-layer BERT (hidden 128) with MiniLM's tokenizer and no dropout,
+    so that runs are deterministic and fast."""
+    import torch
+
+    from fastbert.model import BertConfig, BertModel
+    from fastbert.tokenizer import load_tokenizer
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_bert")
+    config = BertConfig.preset("tiny", max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    BertModel(config).save_pretrained(path, tokenizer=load_tokenizer(minilm_dir))
+    return path
+
+
+@pytest.fixture
+def finetune_cli():
+    """finetune_cli(out, *args): run `fastbert finetune` (short, tiny-model settings) and return results.json."""
+    return _finetune_cli
+
+
+def _finetune_cli(out, *args):
+    from fastbert.cli import main
+
+    argv = ["finetune", "--out", str(out), "--epochs", "2", "--batch-size", "4", "--max-seq-len", "64", "--lr", "1e-3", *map(str, args)]
+    assert main(argv) == 0
+    return json.loads((out / "results.json").read_text())

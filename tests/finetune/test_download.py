@@ -77,6 +77,7 @@ def test_mrpc_is_split_by_dev_ids(served, tmp_path, monkeypatch):
     header = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String"
     rows = ["1\t10\t11\tA cat sat .\tA cat was sitting .", "0\t20\t21\tIt rains .\t\" Sun \" shines .", "1\t30\t31\tYes .\tIndeed ."]
     (root / "msr_paraphrase_train.txt").write_text("\r\n".join([header, *rows]) + "\r\n", encoding="utf-8")
+    (root / "msr_paraphrase_test.txt").write_text("\r\n".join([header, "1\t40\t41\tHi .\tHello ."]) + "\r\n", encoding="utf-8")
     (root / "mrpc_dev_ids.tsv").write_text("20\t21\n")
     monkeypatch.setenv(dl.BASE_URL_ENV, url)
     folder = dl.download("glue", "mrpc", cache=tmp_path)
@@ -84,6 +85,17 @@ def test_mrpc_is_split_by_dev_ids(served, tmp_path, monkeypatch):
     train, dev = (task.read(p) for p in task.files(folder).values())
     assert [e.label for e in train] == [1, 1] and [e.label for e in dev] == [0]
     assert dev[0].text_b == '" Sun " shines .'
+    (test,) = task.read(task.test_paths(folder)["MRPC"], labelled=False)
+    assert (test.index, test.text_a, test.text_b, test.label) == ("0", "Hi .", "Hello .", None)
+
+
+def test_glue_archive_names_differ_from_folders(served, tmp_path):
+    root, url = served
+    rows = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n0\t1\t2\tWhy?\tHow come?\t1\n"
+    _zip(root / "QQP-clean.zip", {"QQP/train.tsv": rows, "QQP/dev.tsv": rows, "QQP/test.tsv": "id\tquestion1\tquestion2\n0\tA?\tB?\n"})
+    folder = dl.download("glue", "qqp", cache=tmp_path, base_url=url)
+    assert folder == tmp_path / "glue" / "QQP"
+    assert [e.label for e in get_task("qqp").read(folder / "train.tsv")] == [1]
 
 
 def test_checksum_mismatch_is_a_clear_error_leaving_nothing(served, tmp_path):
@@ -119,8 +131,8 @@ def test_missing_file_and_bad_names(served, tmp_path):
         dl.download("swag", cache=tmp_path, base_url=url)
     with pytest.raises(UserError, match="give a task after `glue`"):
         dl.download("glue", cache=tmp_path, base_url=url)
-    with pytest.raises(UserError, match="unknown GLUE task 'qqp'"):
-        dl.download("glue", "qqp", cache=tmp_path, base_url=url)
+    with pytest.raises(UserError, match="unknown GLUE task 'cola2'"):
+        dl.download("glue", "cola2", cache=tmp_path, base_url=url)
 
 
 def test_command_line(served, tmp_path, capsys, monkeypatch):

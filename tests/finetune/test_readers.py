@@ -43,13 +43,15 @@ def test_bare_quotes_do_not_merge_rows(shared_data):
     assert examples[0].text_b.startswith('" The foodservice')
 
 
+STSB_HEADER = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
 BAD_ROWS = [
     ("cola", "gj04\t1\t\tFine sentence.\ngj04\t1\tOnly three columns\n", 2, "expected 4 tab-separated columns, found 3"),
     ("cola", "gj04\t2\t\tA sentence.\n", 1, "label '2' is not one of 0, 1"),
     ("cola", "gj04\t1\t\tFine.\ngj04\t0\t*\t   \n", 2, "empty sentence"),
     ("rte", "index\tsentence1\tsentence2\tlabel\n0\tA.\tB.\tcontradiction\n", 2, "label 'contradiction'"),
-    ("stsb", "h\th\th\th\th\th\th\th\th\th\n0\tg\tf\ty\to\tn\tn\tA.\tB.\tabc\n", 2, "score 'abc' is not a number"),
-    ("stsb", "h\th\th\th\th\th\th\th\th\th\n0\tg\tf\ty\to\tn\tn\tA.\tB.\t7.5\n", 2, "not a number in [0, 5]"),
+    ("stsb", STSB_HEADER + "0\tg\tf\ty\to\tn\tn\tA.\tB.\tabc\n", 2, "score 'abc' is not a number"),
+    ("stsb", STSB_HEADER + "0\tg\tf\ty\to\tn\tn\tA.\tB.\t7.5\n", 2, "not a number in [0, 5]"),
+    ("stsb", "index\tsentence1\tsentence2\n", 1, "the header lacks column(s) score"),
 ]
 
 
@@ -92,8 +94,12 @@ def test_swag_bad_rows(tmp_path, row, message, swag_header):
     assert str(info.value).startswith(f"{path}:2: ")
 
 
-def test_every_task_reports_its_files(tmp_path):
-    for task in TASKS.values():
-        assert task.num_labels >= 1
+def test_every_named_task_reports_its_files(tmp_path):
+    named = [task for task in TASKS.values() if not task.custom]
+    assert {t.name for t in TASKS.values() if t.custom} == {"classification", "regression", "multiple-choice"}
+    for task in named:
         with pytest.raises(UserError, match="missing"):
             task.files(tmp_path)
+        if task.layout is not None:
+            with pytest.raises(UserError, match="missing .*test"):
+                task.test_paths(tmp_path)
