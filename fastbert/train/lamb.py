@@ -8,9 +8,11 @@ parameters' dtype, and the moments are fp32.
 The step runs ``torch._foreach_*`` ops over all the tensors of a parameter group that share a
 device and dtype, so its op count does not grow with the number of tensors, apart from one
 ``masked_fill_`` per gradient when a step may be skipped (below). The bias corrections and
-trust ratios are computed for all tensors at once as one vector, and nothing is read on the
-host. Every full-size op but one (the update buffer) works in place: on a CPU an op writing
-fresh memory costs several in-place ones.
+trust ratios are computed for all tensors at once as vectors, and nothing is read on the host.
+Every full-size op works in place, on the moments, the weights and one update buffer. On
+CUDA, the three ops that scale each tensor by its own 0-dim scalar cannot use torch's fused
+multi-tensor kernels (those need lists of equal shapes) and launch a kernel per tensor, as
+the ``masked_fill_`` does; a kernel over the flattened bucket would remove them.
 
 Skipping a step on the device: when ``optimizer.found_inf`` is set (a 0-dim tensor, the
 attribute torch's fused AdamW reads), a nonzero value leaves the parameters, both moments and
@@ -18,11 +20,13 @@ the step counts exactly as they were, with no host read. The gradients of such a
 zeroed in place first (NaN times zero is NaN), so that the update can be blended out
 arithmetically; on a step that is taken they are left bit for bit as they were.
 
-DeepSpeed: :mod:`.engines.deepspeed_engine` passes this optimizer as a client optimizer at
-ZeRO stage 0 and refuses LAMB at stages 1-3, where DeepSpeed hands the optimizer flat shards
-of many tensors and a per-tensor trust ratio cannot be formed (see
-:func:`.engines.deepspeed_engine.lamb_route` for DeepSpeed's own ``FusedLamb`` and why it is
-not used).
+DeepSpeed: :func:`.engines.deepspeed_engine.check_lamb` passes this optimizer to DeepSpeed as
+a client optimizer at ZeRO stage 0, in fp32 or bf16 (DeepSpeed then steps per-tensor fp32
+masters), and refuses LAMB at stages 1-3, where DeepSpeed hands the optimizer flat shards that
+cut across tensors. DeepSpeed's own ``FusedLamb`` is not used anywhere: CUDA-only, compiled
+with nvcc at run time, not supported by ZeRO either, a Python loop of three kernels per
+tensor, and a different update (bias correction after the trust ratio, which it clamps to
+[0.01, 10]); its docstring there has the details.
 """
 
 from __future__ import annotations

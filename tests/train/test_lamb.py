@@ -1,4 +1,4 @@
-"""The multi-tensor LAMB against the per-tensor loop it replaced, its device-side skip and its state."""
+"""The multi-tensor LAMB against the per-tensor loop it replaced, its device-side skip, its state and DeepSpeed."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from torch import nn
 
 from benchmarks.lamb_reference import PerTensorLamb
 from benchmarks.op_count import OpCounter
+from fastbert.errors import UserError
+from fastbert.train.config import EngineConfig, OptimizerConfig
+from fastbert.train.engines.deepspeed_engine import resolve_deepspeed_config
 from fastbert.train.lamb import Lamb
 from fastbert.train.schedule import parameter_groups
 
@@ -202,3 +205,19 @@ def test_loads_a_per_tensor_loop_checkpoint():
         old_opt.step()
         opt.step()
     assert_same_state((model, opt), (old, old_opt), rtol=1e-6)
+
+
+@pytest.mark.parametrize("cuda", [True, False], ids=["cuda", "cpu"])
+@pytest.mark.parametrize("bf16", [True, False], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_deepspeed_takes_our_lamb_at_zero_stage_0_and_refuses_it_above(stage, bf16, cuda):
+    """Stage 0 hands a client optimizer whole tensors (fp32 masters under bf16); 1-3 hand it flat shards."""
+    config = EngineConfig(optim=OptimizerConfig(optimizer="lamb"),
+                          deepspeed_config={"zero_optimization": {"stage": stage}, "bf16": {"enabled": bf16}})
+    if stage == 0:
+        ds = resolve_deepspeed_config(config, cuda=cuda)
+        assert "optimizer" not in ds and ds["bf16"]["enabled"] is bf16  # fastbert's Lamb, not DeepSpeed's FusedLamb
+    else:
+        with pytest.raises(UserError, match=f"ZeRO stage {stage} shards them") as refused:
+            resolve_deepspeed_config(config, cuda=cuda)
+        assert "\n" not in str(refused.value)
