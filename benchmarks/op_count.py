@@ -9,9 +9,9 @@ tensors counts once)::
         optimizer.step()
     ops.total, ops.by_op().most_common(5), ops.counts["aten._local_scalar_dense.default"], ops.bytes
 
-``bytes`` adds up the sizes of every tensor an op reads and every tensor it returns (an
-in-place op reads and writes its first argument): the memory traffic of a machine without
-caches, which is what a memory-bound step on large tensors pays.
+``bytes`` adds up the sizes of every tensor an op reads, writes in place and returns fresh
+(an in-place ``add_`` reads two tensors and writes one): the memory traffic of a machine
+without caches, which is what a memory-bound step on large tensors pays.
 """
 
 from __future__ import annotations
@@ -37,6 +37,17 @@ def _nbytes(tree) -> int:
     return sum(t.nbytes for t in tree_leaves(tree) if isinstance(t, torch.Tensor))
 
 
+def traffic(func: torch._ops.OpOverload, args: tuple, kwargs: dict, out) -> int:
+    """Bytes read (tensor arguments but ``out=``), written (mutable arguments) and returned fresh."""
+    schema = func._schema
+    bound = {**dict(zip((a.name for a in schema.arguments), args)), **kwargs}
+    read = sum(_nbytes(bound.get(a.name)) for a in schema.arguments if not a.is_out)
+    written = sum(_nbytes(bound.get(a.name)) for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write)
+    outs = out if len(schema.returns) > 1 else (out,)
+    fresh = sum(_nbytes(o) for o, r in zip(outs, schema.returns) if r.alias_info is None)
+    return read + written + fresh
+
+
 class OpCounter(TorchDispatchMode):
     """A dispatch mode that counts every non-view op by overload name (``aten.add_.Tensor``)."""
 
@@ -50,7 +61,7 @@ class OpCounter(TorchDispatchMode):
         out = func(*args, **kwargs)
         if not is_view(func) and func.namespace not in IGNORED_NAMESPACES:
             self.counts[str(func)] += 1
-            self.bytes += _nbytes((args, kwargs)) + _nbytes(out)
+            self.bytes += traffic(func, args, kwargs, out)
         return out
 
     @property

@@ -37,8 +37,10 @@ def test_bytes_add_up_what_each_op_reads_and_writes():
     with OpCounter() as ops:
         x.add_(y)  # reads x and y, writes x
         x.view(10, 10)
-        torch._foreach_mul([x, y], 2.0)  # reads two, writes two
-    assert ops.bytes == 3 * 400 + 4 * 400
+        torch._foreach_mul([x, y], 2.0)  # reads two, returns two
+        torch._foreach_mul_([x, y], 2.0)  # reads two, writes them
+        torch.mul(x, y, out=y)  # reads two, writes one
+    assert ops.bytes == 3 * 400 + 4 * 400 + 4 * 400 + 3 * 400
 
 
 def test_counts_what_autograd_dispatches():
