@@ -132,11 +132,9 @@ def _lamb(
     # With c = 1 - β^t per tensor, a = c1/√c2 and eps' = eps·√c2, the update is u = r / a where
     # r = m / (√v + eps') + a·wd·w: vectors of per-tensor scalars instead of bias-corrected
     # copies of the moments, and one full-size buffer. The trust ratio ‖w‖/‖u‖ is a‖w‖/‖r‖.
-    # 1 - β^t in fp32 loses digits to cancellation (c2 is off by 1e-5 at t = 1 for β2 = 0.999);
-    # -expm1(t·ln β) does not. A skipped first step has t = 0: its update is blended out but
-    # must stay finite, hence t >= 1.
+    # A skipped first step has t = 0: its update is blended out but must stay finite, hence t >= 1.
     t = torch.stack(steps).clamp_(min=1)
-    c1, c2 = -torch.expm1(t * math.log(beta1)), -torch.expm1(t * math.log(beta2))
+    c1, c2 = _bias_correction(beta1, t), _bias_correction(beta2, t)
     a = c1 / c2.sqrt()
     if buffers is None:
         r = torch._foreach_sqrt(exp_avg_sqs)
@@ -156,3 +154,8 @@ def _lamb(
     torch._foreach_addcmul_(weights, r, (trust * (-lr * keep) / a).unbind())
     if low_precision:
         torch._foreach_copy_(params, weights)
+
+
+def _bias_correction(beta: float, t: Tensor) -> Tensor:
+    """1 - β^t as -expm1(t·ln β): in fp32 the subtraction cancels (1e-5 off at t = 1 for β = 0.999)."""
+    return -torch.expm1(t * math.log(beta)) if beta > 0 else torch.ones_like(t)

@@ -33,13 +33,13 @@ class Shapes(nn.Module):
         self.to(dtype)
 
 
-def twins(optimizers, dtype=torch.float32, weight_decay=0.01, seed=0):
+def twins(optimizers, dtype=torch.float32, weight_decay=0.01, seed=0, **hyper):
     """Identical models, one per optimizer class, with the weight-decay groups the engines use."""
     out = []
     for make in optimizers:
         torch.manual_seed(seed)
         model = Shapes(dtype)
-        out.append((model, make(parameter_groups(model, weight_decay), **HYPER)))
+        out.append((model, make(parameter_groups(model, weight_decay), **{**HYPER, **hyper})))
     return out
 
 
@@ -70,9 +70,10 @@ def buffers(request, monkeypatch):
         monkeypatch.setattr(Lamb, "_update_buffers", lambda self, params: None)
 
 
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.0, 0.98)], ids=str)
 @pytest.mark.parametrize("found_inf", [None, torch.tensor(0.0)], ids=["no-found-inf", "found-inf-0"])
-def test_twenty_steps_match_the_per_tensor_loop(found_inf, buffers):
-    ours, reference = twins([Lamb, PerTensorLamb])
+def test_twenty_steps_match_the_per_tensor_loop(found_inf, betas, buffers):
+    ours, reference = twins([Lamb, PerTensorLamb], betas=betas)
     ours[1].found_inf = found_inf
     for step in range(20):
         set_grads([ours[0], reference[0]], step)
@@ -113,14 +114,16 @@ def test_step_scales_each_tensor_by_its_trust_ratio():
 
 def snapshot(model, optimizer):
     """Parameters, moments and steps; a tensor without state yet counts as zero moments at step 0."""
-    fresh = lambda p: dict(step=torch.tensor(0.0), exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))  # noqa: E731
+    fresh = lambda p: dict(step=torch.tensor(0.0), exp_avg=torch.zeros_like(p, dtype=torch.float32),
+                               exp_avg_sq=torch.zeros_like(p, dtype=torch.float32))  # noqa: E731
     return [t.clone() for p in model.parameters() for t in (p, *(optimizer.state[p] or fresh(p)).values())]
 
 
-@pytest.mark.parametrize("found_dtype", [torch.float32, torch.bool])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("found_dtype", [torch.float32, torch.bool], ids=str)
 @pytest.mark.parametrize("skip_at", [0, 3])
-def test_found_inf_skips_the_step_exactly(skip_at, found_dtype, buffers):
-    (model, opt), (twin, twin_opt) = twins([Lamb, Lamb])
+def test_found_inf_skips_the_step_exactly(skip_at, found_dtype, dtype, buffers):
+    (model, opt), (twin, twin_opt) = twins([Lamb, Lamb], dtype=dtype)
     opt.found_inf = twin_opt.found_inf = torch.tensor(0, dtype=found_dtype)
     for step in range(skip_at):
         set_grads([model, twin], step)
