@@ -69,13 +69,32 @@ def resolve_deepspeed_config(config: EngineConfig, cuda: bool) -> dict[str, Any]
     if bf16.get("enabled", "auto") == "auto":
         bf16["enabled"] = cuda if config.bf16 is None else config.bf16
     ds.setdefault("steps_per_print", 1 << 30)  # the training loop does the logging
-    stage = zero_stage(ds)
-    if config.optim.optimizer == "lamb" and (stage > 0 or bf16["enabled"]):
-        raise UserError(
-            "LAMB needs whole parameter tensors for its per-layer trust ratio, but DeepSpeed flattens them "
-            f"(ZeRO stage {stage}, bf16 {bf16['enabled']}); use ZeRO stage 0 in fp32, AdamW, or no --deepspeed"
-        )
+    if config.optim.optimizer == "lamb":
+        check_lamb(zero_stage(ds))
     return ds
+
+
+def check_lamb(stage: int) -> None:
+    """fastbert's LAMB runs as DeepSpeed's client optimizer at ZeRO stage 0; nothing runs LAMB at 1-3.
+
+    LAMB's trust ratio is per parameter tensor. At stage 0 DeepSpeed steps a client optimizer
+    on whole tensors: the parameters themselves in fp32, or per-tensor fp32 master copies in
+    bf16 (its FP16_UnfusedOptimizer wrapper). At stages 1-3 the optimizer gets flat fp32 shards
+    that cut across tensors, so no per-tensor norm exists.
+
+    DeepSpeed's own LAMB (``"optimizer": {"type": "Lamb"}``, ``deepspeed.ops.lamb.FusedLamb``) is
+    no better anywhere: it is CUDA-only and JIT-compiles with nvcc; it is not on ZeRO's list of
+    supported optimizers (with ``zero_allow_untested_optimizer`` it would take each flat shard
+    for a tensor); it loops over tensors in Python with three kernels each and a host-side step
+    count, and has no device-side skip; and it is another update (bias correction applied
+    after the trust ratio, which is clamped to [0.01, 10]), so a run could not resume across
+    engines or match the local engine's.
+    """
+    if stage > 0:
+        raise UserError(
+            f"LAMB needs whole parameter tensors for its per-tensor trust ratio, but ZeRO stage {stage} shards them "
+            "across ranks (DeepSpeed's own LAMB does not support ZeRO either); use ZeRO stage 0, AdamW, or no --deepspeed"
+        )
 
 
 def zero_stage(ds_config: dict[str, Any]) -> int:
