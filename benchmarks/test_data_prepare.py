@@ -50,7 +50,7 @@ def test_data_prepare(case: PrepareCase, workers: int, tokenizer_dir: Path, meas
     def prepare(_):
         # The output folder must be new on every call.
         metadata = prepare_pretraining_data(corpus, tokenizer_dir, tmp_path / str(next(runs)), PrepareSettings(), workers)
-        counts.update(metadata["counts"])
+        counts.update(metadata["counts"], pairs=metadata["splits"]["train"]["pairs"])
 
     prepare(None)  # also yields the counts the rates are computed from
     measure(prepare, [None], group=f"data prepare {case}", impl=f"workers={workers}",

@@ -31,6 +31,7 @@ BENCHMARKS = REPO / "benchmarks"
 HISTORY = BENCHMARKS / "results" / "history.jsonl"
 SUITES = {"cpu": ("cpu",), "gpu": ("gpu",), "all": ("cpu", "gpu")}
 FILE_TIMEOUT_S = {"cpu": 900, "gpu": 200}
+STEP_OPS_TIMEOUT_S = 600
 # Ceilings first (every rate is divided by them), then the headline training steps, so a
 # spent time budget cuts the least important sections.
 FIRST = ("test_ceilings", "test_pretraining", "test_attention")
@@ -85,6 +86,8 @@ def run_command(args: argparse.Namespace) -> int:
         results = load_results(args.from_json)
     else:
         results, failures = run_suites(SUITES[args.suite], out, args.select, args.time_budget)
+        if "cpu" in SUITES[args.suite] and args.select is None:
+            failures += count_step_ops(out)
         results["fastbert_failures"] = failures  # kept so that a re-rendered report still shows them
         write_json(out / f"bench-{args.suite}.json", results, indent=1)
     failures = results.get("fastbert_failures", [])
@@ -94,11 +97,13 @@ def run_command(args: argparse.Namespace) -> int:
         append_history(args.history, results, command)
     plots = write_plots(results, out, args.history)
     kernels = kernel_lines(out)
-    report = render_report(results, command, failures, changes, args.threshold, plots, kernels)
+    op_counts = step_ops_lines(out)
+    report = render_report(results, command, failures, changes, args.threshold, plots, kernels, op_counts)
     (out / "report.md").write_text(report)
     print(summary_table(results, failures, changes))
-    if kernels:
-        print("\n" + "\n".join(kernels))
+    for lines in (kernels, op_counts):
+        if lines:
+            print("\n" + "\n".join(lines))
     print(f"\nreport: {out / 'report.md'}")
     regressions = [c for c in changes or [] if c.regressed]
     return 1 if args.fail_on_regression and regressions else 0
@@ -327,6 +332,26 @@ def headline_lines(all_rows: list[Row]) -> list[str]:
     return lines
 
 
+def count_step_ops(out: Path) -> list[str]:
+    """Run benchmarks/step_ops.py (ops and launches per training step; deterministic, so outside
+    the timed suites) into ``out``; the failures to report."""
+    print("== cpu: step_ops.py", flush=True)
+    log = out / "step_ops.log"
+    try:
+        with log.open("w") as sink:
+            done = subprocess.run([sys.executable, str(BENCHMARKS / "step_ops.py"), "--out", str(out)],
+                                  stdout=sink, stderr=subprocess.STDOUT, timeout=STEP_OPS_TIMEOUT_S, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        return [f"cpu: step_ops.py timed out (log: {log.name})"]
+    return [] if done.returncode == 0 else [f"cpu: step_ops.py exited {done.returncode} (log: {log.name})"]
+
+
+def step_ops_lines(out: Path) -> list[str]:
+    """The op-count table step_ops.py left in ``out`` (step_ops.md), if any."""
+    path = out / "step_ops.md"
+    return path.read_text().splitlines() if path.is_file() else []
+
+
 def kernel_lines(out: Path) -> list[str]:
     """A table of bench_kernels.py's forward+backward rows, when the GPU suite left its JSON in ``out``."""
     path = out / "bench_kernels.json"
@@ -354,7 +379,7 @@ def kernel_lines(out: Path) -> list[str]:
 
 
 def render_report(results: dict, command: str, failures: list[str], changes: list[Change] | None,
-                  threshold: float, plots: list[Path], kernels: list[str]) -> str:
+                  threshold: float, plots: list[Path], kernels: list[str], op_counts: list[str] = ()) -> str:
     all_rows = rows(results)
     limits = ceilings(all_rows)
     md = ["# fastbert benchmark report", ""]
@@ -398,6 +423,8 @@ def render_report(results: dict, command: str, failures: list[str], changes: lis
         md.append("")
     if kernels:
         md += ["## Kernels (benchmarks/bench_kernels.py)", "", *kernels, ""]
+    if op_counts:
+        md += ["## Host work per training step (benchmarks/step_ops.py)", "", *op_counts, ""]
     if changes is not None:
         md += [f"## Comparison with the previous run (threshold {threshold:.0%})", ""]
         md += _change_lines(changes) or ["No benchmarks in common."]

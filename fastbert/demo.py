@@ -18,8 +18,6 @@ import sysconfig
 import time
 from pathlib import Path
 
-import torch
-
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -120,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / DEMO_MARKER).write_text("written by `fastbert demo`; a rerun replaces this directory\n")
+    import torch  # here, not at import: every `fastbert` command imports this module to register it
+
     cuda = torch.cuda.is_available()
     minutes = args.minutes if args.minutes is not None else (2.0 if cuda else 5.0)
     if minutes <= 0:
@@ -181,13 +181,15 @@ def _corpus_stats(files: list[Path]) -> dict[str, int]:
 
 
 def _write_report(out, args, corpus_name, corpus_stats, metadata, config, result, prep_seconds, total_seconds) -> None:
+    import torch
+
     records = result.records
     last = records[-1]
     # One logged step is 10 batches: NSP accuracy over 320 pairs moves by +-0.03 from noise
     # alone, so the rise is shown as the first tenth of the run against the last tenth.
     tenth = max(1, len(records) // 10)
     early, late = records[:tenth], records[-tenth:]
-    is_next = metadata["counts"]["is_next_fraction"]
+    is_next = metadata["splits"]["train"]["is_next_fraction"]
     steps_table = [r for r in records if r["step"] % max(1, len(records) // 10 * config.log_every) == 0 or r is last]
     lines = [
         "# fastbert demo",
@@ -195,8 +197,8 @@ def _write_report(out, args, corpus_name, corpus_stats, metadata, config, result
         f"- corpus: {corpus_name}: {corpus_stats['documents']:,} documents, {corpus_stats['sentences']:,} sentences, "
         f"{corpus_stats['words']:,} words ({corpus_stats['bytes'] / 1e6:.1f} MB)",
         f"- tokenizer: WordPiece, {args.vocab_size:,} tokens, lowercased",
-        f"- pretraining pairs: {metadata['counts']['pairs']:,} of up to {args.max_seq_len} tokens "
-        f"({metadata['counts']['is_next_fraction']:.0%} IsNext)",
+        f"- pretraining pairs: {metadata['splits']['train']['pairs']:,} of up to {args.max_seq_len} tokens "
+        f"({metadata['splits']['train']['is_next_fraction']:.0%} IsNext)",
         f"- model: BERT-{config.model}, batch {config.batch_size}, AdamW lr {config.optim.lr:g}, "
         f"device {'cuda' if torch.cuda.is_available() else 'cpu'}",
         f"- steps: {result.step} (stopped by {result.stopped_by}); preparation {prep_seconds:.0f} s, "

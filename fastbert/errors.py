@@ -24,3 +24,25 @@ class InputError(UserError):
         self.line = line
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {message}")
+
+
+class DiskFull(UserError):
+    """A write failed for want of space (or quota): says where, what needed room and what became of it."""
+
+    def __init__(self, directory: str | os.PathLike, what: str, *, needed: int | None = None,
+                 free: int | None = None, outcome: str = ""):
+        self.directory = os.fspath(directory)
+        room = ", ".join(part for part in (f"needs about {format_bytes(needed)}" if needed else "",
+                                           f"{format_bytes(free)} free" if free is not None else "") if part)
+        super().__init__(f"no space left on device: {self.directory} ({what}{': ' + room if room else ''})"
+                         + (f"; {outcome}" if outcome else ""))
+
+
+def format_bytes(size: float) -> str:
+    """1536 -> "1.5 kB": decimal units, as ``df -H`` shows them."""
+    units = ("B", "kB", "MB", "GB", "TB")
+    power = 0
+    while size >= 1000 and power < len(units) - 1:
+        size /= 1000
+        power += 1
+    return f"{size:.0f} B" if power == 0 else f"{size:.1f} {units[power]}"

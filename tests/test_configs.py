@@ -110,7 +110,7 @@ def test_bad_set_items(tmp_path, item):
 
 
 def test_engine_config_checks():
-    with pytest.raises(UserError, match="total_steps must be at least 1, got 0"):
+    with pytest.raises(UserError, match="total_steps must be an integer >= 1, got 0"):
         EngineConfig(total_steps=0)
     with pytest.raises(UserError, match="local engine only"):
         EngineConfig(cuda_graphs=True, deepspeed_config={})
@@ -137,7 +137,7 @@ def test_every_finetune_setting_has_a_flag_with_the_dataclass_default():
         assert action.option_strings[0] == "--" + name.replace("_", "-")
         assert action.required == (setting.default is dataclasses.MISSING)
     assert "--deepspeed" in parser._option_string_actions
-    defaults = FinetuneConfig(task="cola", data_dir=Path("data"), init=Path("model"), out=Path("out"))
+    defaults = FinetuneConfig(task="cola", data_dir=Path("data"), init="model", out=Path("out"))
     assert dataclasses.replace(finetune_config(), command=[]) == defaults
     assert finetune_config().optim == OptimizerConfig(lr=2e-5, warmup_ratio=0.1)
     help_text = parser.format_help()
@@ -170,10 +170,10 @@ def test_bad_finetune_flags_are_argparse_errors(flags, capsys):
 def test_finetune_required_flags_and_value_checks(capsys):
     with pytest.raises(SystemExit):
         parser_for(finetune_cli).parse_args(["finetune", "--task", "cola"])
-    assert "required: --data-dir, --init, --out" in capsys.readouterr().err
-    with pytest.raises(UserError, match="--epochs must be at least 1, got 0"):
+    assert "required: --init, --out" in capsys.readouterr().err  # --data-dir only for the named tasks
+    with pytest.raises(UserError, match="--epochs must be an integer >= 1, got 0"):
         finetune_config("--epochs", "0")
-    with pytest.raises(UserError, match="lr must be positive, got -1.0"):
+    with pytest.raises(UserError, match="lr must be a finite number > 0, got -1.0"):
         finetune_config("--lr", "-1")
 
 

@@ -7,7 +7,9 @@ time (always when the chunk is a single sentence) B is replaced by a span of ano
 document and the unused sentences are put back for the next chunk. Finally the longer
 side loses a token at a random end until the pair fits.
 
-A pair is four offsets into the corpus's flat token array, so nothing is copied here.
+A pair is four offsets into the corpus's flat token array, so nothing is copied here, and
+the corpus's arrays may be memory maps of a token store on disk (see
+:mod:`fastbert.data.store`): pairing reads only the sentences it uses.
 """
 
 from __future__ import annotations
@@ -20,19 +22,30 @@ import numpy as np
 
 @dataclass(frozen=True)
 class TokenizedCorpus:
-    """All sentences' token ids back to back, with sentence and document boundaries."""
+    """Sentences' token ids back to back, grouped into documents, seen through one split's documents.
+
+    A held-out split and the training split share the arrays but not their ``documents``, so
+    a random-next segment always comes from a document of the same split.
+    """
 
     tokens: np.ndarray
     sentence_offsets: np.ndarray  # int64 [num_sentences + 1] into tokens
-    document_offsets: np.ndarray  # int64 [num_documents + 1] into sentences
+    document_offsets: np.ndarray  # int64 [num_all_documents + 1] into sentences
+    documents: np.ndarray  # int64 [num_documents]: this split's documents, indices into document_offsets
+
+    @classmethod
+    def whole(cls, tokens: np.ndarray, sentence_offsets: np.ndarray, document_offsets: np.ndarray) -> TokenizedCorpus:
+        """Every document, in order."""
+        return cls(tokens, sentence_offsets, document_offsets, np.arange(len(document_offsets) - 1, dtype=np.int64))
 
     @property
     def num_documents(self) -> int:
-        return len(self.document_offsets) - 1
+        return len(self.documents)
 
-    @property
-    def num_sentences(self) -> int:
-        return len(self.sentence_offsets) - 1
+    def sentence_range(self, document: int) -> tuple[int, int]:
+        """(first sentence, one past the last) of this split's document number ``document``."""
+        index = int(self.documents[document])
+        return int(self.document_offsets[index]), int(self.document_offsets[index + 1])
 
 
 class Pair(NamedTuple):
@@ -48,11 +61,11 @@ class Pair(NamedTuple):
 def document_pairs(
     corpus: TokenizedCorpus, document: int, max_num_tokens: int, short_seq_prob: float, rng: np.random.Generator
 ) -> list[Pair]:
-    """The NSP pairs of one document; A + B never exceeds max_num_tokens (>= 2) tokens."""
+    """The NSP pairs of the split's document number ``document``; A + B never exceeds max_num_tokens (>= 2) tokens."""
     if corpus.num_documents < 2:
         raise ValueError("random-next pairs need at least two documents")
     ends = corpus.sentence_offsets
-    first, last = int(corpus.document_offsets[document]), int(corpus.document_offsets[document + 1])
+    first, last = corpus.sentence_range(document)
     target = max_num_tokens
     if rng.random() < short_seq_prob:
         target = int(rng.integers(2, max_num_tokens + 1))
@@ -83,7 +96,7 @@ def _random_span(
     """Whole sentences of a different document from a random start until target_tokens (at least one)."""
     other = int(rng.integers(corpus.num_documents - 1))
     other += other >= document
-    first, last = int(corpus.document_offsets[other]), int(corpus.document_offsets[other + 1])
+    first, last = corpus.sentence_range(other)
     start = int(rng.integers(first, last))
     ends = corpus.sentence_offsets
     end = int(np.searchsorted(ends[: last + 1], ends[start] + target_tokens, side="left"))

@@ -1,24 +1,41 @@
-"""``fastbert data prepare``: corpus text -> tokenized NSP pairs in memory-mapped shards.
+"""``fastbert data prepare``: a corpus -> tokenized NSP pairs in sharded, memory-mappable files.
 
-Steps: read and validate every corpus file, tokenize each document's sentences in one
-batch (over ``--workers`` processes), build NSP pairs per document with a generator
-seeded by ``(seed, dupe, document index)`` so the output does not depend on the worker
-count, then write the shards (see :mod:`fastbert.data.dataset`) into a temporary
-directory beside ``--out`` and rename it: an output directory that exists is complete.
+Two passes, in memory that does not grow with the corpus:
+
+1. Read documents (:mod:`fastbert.data.sources`) in chunks, split sentences and tokenize
+   them over ``--workers`` processes, and append the tokens to a token store on disk
+   (:mod:`fastbert.data.store`).
+2. Hold out whole documents for validation (a seeded choice of ``--validation-documents``,
+   or ``--validation-fraction`` of them), then, per split and dupe pass, build every
+   document's NSP pairs exactly as BERT does (:mod:`fastbert.data.nsp`): a random-next
+   segment comes from any other document of the same split, read through the store's
+   memory maps, never from the other split. Pairs stream into shards
+   (:mod:`fastbert.data.shards`).
+
+Everything is written into a hidden staging directory beside ``--out`` and renamed when
+complete: an output directory that exists is complete. The staging directory (token store
+included) goes on any failure, SIGTERM and Ctrl-C; one left by a killed run (SIGKILL,
+power loss) is removed when the next run for the same ``--out`` starts. Bounded queues
+keep a few chunks in flight per worker, so reading never runs ahead of tokenizing.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import errno
 import itertools
 import json
 import multiprocessing
 import os
 import platform
 import shlex
+import shutil
+import signal
+import sys
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from importlib import metadata as package_metadata
 from pathlib import Path
 
@@ -26,43 +43,45 @@ import numpy as np
 import tokenizers
 from tqdm import tqdm
 
-from ..atomic import staging_directory
+from ..atomic import remove_stale_staging, staging_directory
 from ..errors import InputError, UserError
-from ..tokenizer import WordPieceTokenizer, load_tokenizer, tokenizer_hash
-from .corpus import Document, expand_corpus_paths, read_documents
-from .dataset import FORMAT, FORMAT_VERSION, METADATA_FILE
-from .nsp import Pair, TokenizedCorpus, document_pairs
+from ..tokenizer import WordPieceTokenizer, load_tokenizer, save_tokenizer, tokenizer_hash
+from .corpus import expand_corpus_paths
+from .dataset import FORMAT, FORMAT_VERSION, METADATA_FILE, TOKENIZER_DIR
+from .settings import SPECIAL_TOKENS_PER_PAIR, PrepareSettings
+from .shards import ShardWriter
+from .sources import FORMATS, SENTENCE_MODES, CorpusFormat, iter_documents
+from .store import TokenStoreWriter
+from .tasks import EncodedChunk, Worker, WorkerSetup, encode_in_worker, pair_in_worker, start_worker_process
 
-SPECIAL_TOKENS_PER_PAIR = 3  # [CLS] A [SEP] B [SEP]
+__all__ = ["PrepareSettings", "prepare_pretraining_data", "register"]
 
-
-@dataclass(frozen=True)
-class PrepareSettings:
-    max_seq_len: int = 128
-    short_seq_prob: float = 0.1
-    dupe_factor: int = 1
-    seed: int = 12345
-
-    def validate(self) -> None:
-        if self.max_seq_len < SPECIAL_TOKENS_PER_PAIR + 2:
-            raise UserError(f"--max-seq-len must be at least {SPECIAL_TOKENS_PER_PAIR + 2}, got {self.max_seq_len}")
-        if not 0.0 <= self.short_seq_prob <= 1.0:
-            raise UserError(f"--short-seq-prob must lie in [0, 1], got {self.short_seq_prob}")
-        if self.dupe_factor < 1:
-            raise UserError(f"--dupe-factor must be at least 1, got {self.dupe_factor}")
-        if self.seed < 0:
-            raise UserError(f"--seed must be non-negative, got {self.seed}")
-
-    @property
-    def max_num_tokens(self) -> int:
-        return self.max_seq_len - SPECIAL_TOKENS_PER_PAIR
+CHUNK_TEXT_BYTES = 1 << 20  # documents go to a worker in chunks of about this much text
+PAIRING_DOCUMENTS = 64  # documents per pairing task
+IN_FLIGHT_PER_WORKER = 3  # chunks queued or running per worker: enough to keep it busy, few enough to bound memory
+HELD_OUT_STREAM = 0x68656C64  # the held-out choice's own random stream ("held")
+STORE_DIR = ".token-store"
 
 
 def register(data_subparsers: argparse._SubParsersAction) -> None:
     defaults = PrepareSettings()
-    parser = data_subparsers.add_parser("prepare", help="tokenize a corpus into NSP/MLM pretraining shards")
-    parser.add_argument("--corpus", nargs="+", required=True, metavar="FILE_OR_GLOB",
-                        help="text files: one sentence per line, a blank line between documents")
+    parser = data_subparsers.add_parser(
+        "prepare", help="tokenize a corpus into NSP/MLM pretraining shards",
+        description="Reads the corpus in chunks and writes shards as it goes: memory does not grow with the corpus.")
+    parser.add_argument("--corpus", nargs="+", required=True, metavar="INPUT",
+                        help="files or globs (a HuggingFace dataset directory or name with --format hf); "
+                        ".gz, .bz2 and .zst files are decompressed")
+    parser.add_argument("--format", default="bert", choices=FORMATS,
+                        help="bert: one sentence per line, a blank line between documents (default); "
+                        "text: plain text, see --documents; jsonl, parquet, hf: one document per record, see --text-column")
+    parser.add_argument("--sentences", choices=SENTENCE_MODES,
+                        help="how a document's text becomes sentences: lines (one per line) or sentencex "
+                        "(the sentence splitter, `pip install fastbert[text]`); default: lines for bert, else sentencex")
+    parser.add_argument("--documents", default="block", choices=("block", "file"),
+                        help="--format text: a document is a blank-line-separated block (default) or a whole file")
+    parser.add_argument("--text-column", default="text", help="jsonl, parquet, hf: the field holding the text")
+    parser.add_argument("--hf-split", default="train", help="hf: the split to read")
+    parser.add_argument("--language", default="en", help="sentencex: the language code")
     parser.add_argument("--tokenizer", required=True, type=Path, metavar="DIR", help="BERT tokenizer directory")
     parser.add_argument("--max-seq-len", type=int, default=defaults.max_seq_len,
                         help="tokens per pair, special tokens included")
@@ -71,170 +90,236 @@ def register(data_subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dupe-factor", type=int, default=defaults.dupe_factor,
                         help="passes over the corpus with different pair splits (masking is dynamic, so 1 is usual)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--workers", type=int, default=1,
-                        help="tokenizer processes; 1 tokenizes in-process on tokenizers' own threads "
-                        "(the output does not depend on it)")
+    held_out = parser.add_mutually_exclusive_group()
+    held_out.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction,
+                          help="hold out this share of the documents (whole documents) as the validation split")
+    held_out.add_argument("--validation-documents", type=int, default=defaults.validation_documents,
+                          help="hold out this many documents as the validation split")
+    parser.add_argument("--shard-mib", type=float, default=defaults.shard_mib,
+                        help="size bound of a shard's token file in MiB")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
+                        help="processes that split and tokenize, one core each (default: the usable cores); "
+                        "the output does not depend on it")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (must not exist)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = PrepareSettings(args.max_seq_len, args.short_seq_prob, args.dupe_factor, args.seed)
+    settings = PrepareSettings(args.max_seq_len, args.short_seq_prob, args.dupe_factor, args.seed,
+                               args.validation_fraction, args.validation_documents, args.shard_mib)
+    corpus_format = CorpusFormat.for_reader(args.format, args.sentences, documents=args.documents,
+                                            text_column=args.text_column, hf_split=args.hf_split, language=args.language)
     started = time.perf_counter()
-    metadata = prepare_pretraining_data(args.corpus, args.tokenizer, args.out, settings, workers=args.workers)
+    with _sigterm_as_exit():
+        metadata = prepare_pretraining_data(args.corpus, args.tokenizer, args.out, settings,
+                                            workers=args.workers, corpus_format=corpus_format)
     elapsed = time.perf_counter() - started
-    counts = metadata["counts"]
+    counts, splits = metadata["counts"], metadata["splits"]
+    held_out = f", {splits['validation']['pairs']} validation pairs from {splits['validation']['documents']} " \
+               "held-out documents" if "validation" in splits else ""
+    train = splits["train"]
     print(
-        f"wrote {args.out}: {counts['pairs']} pairs ({counts['is_next_fraction']:.1%} IsNext) from "
-        f"{counts['documents']} documents, {counts['sentences']} sentences "
+        f"wrote {args.out}: {train['pairs']} pairs ({train['is_next_fraction']:.1%} IsNext) in "
+        f"{len(train['shards'])} shards from {train['documents']} documents{held_out}; {counts['sentences']} sentences "
         f"({counts['truncated_sentences']} over-long sentences truncated) in {elapsed:.1f} s, "
-        f"{counts['sentences'] / elapsed:,.0f} sentences/s"
+        f"{counts['input_bytes'] / elapsed / 1e6:.2f} MB/s"
     )
     return 0
 
 
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the staging directory is removed instead of left behind."""
+    def leave(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def prepare_pretraining_data(
-    corpus: list[str], tokenizer_dir: str | Path, out_dir: str | Path, settings: PrepareSettings, workers: int = 1
+    corpus: list[str],
+    tokenizer_dir: str | Path,
+    out_dir: str | Path,
+    settings: PrepareSettings,
+    workers: int = 1,
+    corpus_format: CorpusFormat = CorpusFormat(),
 ) -> dict:
     """Write the shards into out_dir (which must not exist) and return their metadata."""
     settings.validate()
+    corpus_format.validate()
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
     out = Path(out_dir)
     if out.exists():
         raise UserError(f"{out}: already exists; choose a new --out directory")
+    for stale in remove_stale_staging(out):
+        print(f"removed {stale}, the staging directory of an interrupted run", file=sys.stderr)
     tokenizer = load_tokenizer(tokenizer_dir)
-    paths = expand_corpus_paths(corpus)
-    documents = read_documents(paths)
-    if len(documents) < 2:
-        raise InputError(paths[0], "the corpus holds a single document; next-sentence pairs need at least two "
-                         "(separate documents with a blank line)")
-
-    token_dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
-    encoded = _encode_corpus(documents, tokenizer.backend.to_str(), settings.max_num_tokens, token_dtype, workers)
-    if encoded.corpus.num_documents < 2:
-        raise InputError(paths[0], "fewer than two documents have any tokens; next-sentence pairs are impossible")
-    pairs = [
-        pair
-        for dupe in range(settings.dupe_factor)
-        for document in range(encoded.corpus.num_documents)
-        for pair in document_pairs(
-            encoded.corpus, document, settings.max_num_tokens, settings.short_seq_prob,
-            np.random.default_rng([settings.seed, dupe, document]),
-        )
-    ]
-    arrays = _pair_arrays(encoded.corpus.tokens, pairs)
-    metadata = _metadata(paths, tokenizer_dir, tokenizer, settings, encoded, arrays, out)
-    _write_atomically(out, arrays, metadata)
+    inputs = corpus if corpus_format.reader == "hf" else [str(path) for path in expand_corpus_paths(corpus)]
+    token_dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32)
+    try:
+        with staging_directory(out) as staging:
+            setup = WorkerSetup(tokenizer.backend.to_str(), corpus_format, settings, token_dtype.str, staging / STORE_DIR)
+            with _work_runner(setup, workers) as run_tasks:
+                metadata = _prepare(inputs, setup, staging, run_tasks)
+            shutil.rmtree(setup.store_dir)
+            save_tokenizer(tokenizer, staging / TOKENIZER_DIR)
+            metadata.update(_description(inputs, tokenizer_dir, tokenizer, settings, corpus_format, token_dtype, out))
+            (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"{out}: no space left on device (the partial output was removed)") from None
+        raise
     return metadata
 
 
-@dataclass(frozen=True)
-class EncodedCorpus:
-    corpus: TokenizedCorpus
-    truncated_sentences: int
-    empty_sentences: int
-
-
-class _DocumentEncoder:
-    """Tokenizes one document's sentences in a batch; over-long sentences are cut to max_tokens."""
-
-    def __init__(self, tokenizer_json: str, max_tokens: int, dtype: type):
-        self.tokenizer = tokenizers.Tokenizer.from_str(tokenizer_json)
-        self.tokenizer.no_padding()
-        self.tokenizer.no_truncation()
-        self.max_tokens = max_tokens
-        self.dtype = dtype
-        # encode_batch_fast (tokenizers >= 0.20.1) skips character offsets, which nothing here needs.
-        self._encode_batch = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
-
-    def __call__(self, sentences: Document) -> tuple[np.ndarray, np.ndarray, int]:
-        """(token ids, per-sentence lengths with empty sentences dropped, truncated sentence count)."""
-        encodings = self._encode_batch(sentences, add_special_tokens=False)
-        full_lengths = np.fromiter((len(encoding.ids) for encoding in encodings), np.int64, len(encodings))
-        ids = [encoding.ids[: self.max_tokens] for encoding in encodings]
-        lengths = np.minimum(full_lengths, self.max_tokens)
-        tokens = np.fromiter(itertools.chain.from_iterable(ids), self.dtype, int(lengths.sum()))
-        return tokens, lengths[lengths > 0], int((full_lengths > self.max_tokens).sum())
-
-
-_worker_encoder: _DocumentEncoder | None = None
-
-
-def _start_worker(tokenizer_json: str, max_tokens: int, dtype: type) -> None:
-    global _worker_encoder
-    # One thread per worker process: the processes are the parallelism, tokenizers' own pool would oversubscribe.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _worker_encoder = _DocumentEncoder(tokenizer_json, max_tokens, dtype)
-
-
-def _encode_in_worker(sentences: Document) -> tuple[np.ndarray, np.ndarray, int]:
-    return _worker_encoder(sentences)
-
-
-def _encode_corpus(
-    documents: list[Document], tokenizer_json: str, max_tokens: int, dtype: type, workers: int
-) -> EncodedCorpus:
-    progress = tqdm(total=sum(map(len, documents)), unit="sent", desc="tokenize", disable=None)
+def _prepare(inputs: list[str], setup: WorkerSetup, staging: Path, run_tasks) -> dict:
+    settings = setup.settings
+    store = TokenStoreWriter(setup.store_dir, np.dtype(setup.token_dtype))
+    counts = collections.Counter()
+    documents = _counting_documents(iter_documents(inputs, setup.corpus_format), counts)
+    progress = tqdm(unit="doc", desc="tokenize", disable=None)
     with progress:
-        if workers == 1:
-            results = map(_DocumentEncoder(tokenizer_json, max_tokens, dtype), documents)
-            token_parts, sentence_lengths, truncated = _collect(results, documents, progress)
-        else:
-            # spawn: workers must not inherit the parent's threads (tokenizers' pool, torch's OpenMP).
-            context = multiprocessing.get_context("spawn")
-            with context.Pool(workers, _start_worker, (tokenizer_json, max_tokens, dtype)) as pool:
-                results = pool.imap(_encode_in_worker, documents, chunksize=4)
-                token_parts, sentence_lengths, truncated = _collect(results, documents, progress)
-    nonempty = [lengths for lengths in sentence_lengths if len(lengths)]
-    all_lengths = np.concatenate(nonempty) if nonempty else np.zeros(0, np.int64)
-    corpus = TokenizedCorpus(
-        tokens=np.concatenate(token_parts),
-        sentence_offsets=np.concatenate([[0], np.cumsum(all_lengths)]).astype(np.int64),
-        document_offsets=np.concatenate([[0], np.cumsum([len(lengths) for lengths in nonempty])]).astype(np.int64),
-    )
-    return EncodedCorpus(corpus, truncated, sum(map(len, documents)) - corpus.num_sentences)
+        for encoded in run_tasks(encode_in_worker, ((chunk,) for chunk in _chunks(documents))):
+            _add_encoded(store, encoded, counts)
+            progress.update(len(encoded.document_sentences))
+    store.close()
+    if store.num_documents < 2:
+        kind = "a single document" if counts["documents_read"] == 1 else f"{store.num_documents} documents with tokens"
+        raise InputError(inputs[0] if len(inputs) == 1 else ", ".join(inputs[:3]),
+                         f"the corpus holds {kind}; next-sentence pairs need at least two "
+                         "(separate documents with a blank line)")
 
-
-def _collect(
-    results: Iterable[tuple[np.ndarray, np.ndarray, int]], documents: list[Document], progress: tqdm
-) -> tuple[list[np.ndarray], list[np.ndarray], int]:
-    token_parts, sentence_lengths, truncated = [], [], 0
-    for document, (tokens, lengths, document_truncated) in zip(documents, results):
-        token_parts.append(tokens)
-        sentence_lengths.append(lengths)
-        truncated += document_truncated
-        progress.update(len(document))
-    return token_parts, sentence_lengths, truncated
-
-
-def _pair_arrays(tokens: np.ndarray, pairs: list[Pair]) -> dict[str, np.ndarray]:
-    bounds = np.array([pair[:4] for pair in pairs], dtype=np.int64).reshape(-1, 4)
-    a_lengths = bounds[:, 1] - bounds[:, 0]
-    b_lengths = bounds[:, 3] - bounds[:, 2]
-    segments = [tokens[start:end] for a_start, a_end, b_start, b_end in bounds.tolist()
-                for start, end in ((a_start, a_end), (b_start, b_end))]
+    splits = _hold_out(store, settings)
+    split_metadata = {}
+    for split, documents_of_split in splits.items():
+        store.write_split(split, documents_of_split)
+        writer = ShardWriter(staging, split, np.dtype(setup.token_dtype), settings.max_shard_bytes)
+        tasks = [(split, dupe, start, min(start + PAIRING_DOCUMENTS, len(documents_of_split)))
+                 for dupe in range(settings.dupe_factor)
+                 for start in range(0, len(documents_of_split), PAIRING_DOCUMENTS)]
+        pairs = next_pairs = 0
+        for chunk in tqdm(run_tasks(pair_in_worker, tasks), total=len(tasks), unit="task", desc=f"pair {split}",
+                          disable=None):
+            writer.add(chunk)
+            pairs += len(chunk)
+            next_pairs += len(chunk) - int(chunk.is_random_next.sum())
+        shards = writer.close()
+        split_metadata[split] = {
+            "documents": len(documents_of_split),
+            "pairs": pairs,
+            "is_next_fraction": round(next_pairs / pairs, 6),
+            "pair_tokens": sum(shard["tokens"] for shard in shards) + SPECIAL_TOKENS_PER_PAIR * pairs,
+            "shards": shards,
+        }
     return {
-        "tokens": np.concatenate(segments),
-        "offsets": np.concatenate([[0], np.cumsum(a_lengths + b_lengths)]).astype(np.int64),
-        "a_lengths": a_lengths.astype(np.int32),
-        "is_random_next": np.array([pair.is_random_next for pair in pairs], dtype=np.uint8),
+        "counts": {
+            "input_bytes": counts["input_bytes"],
+            "documents": store.num_documents,
+            "documents_without_tokens": counts["documents_read"] - store.num_documents,
+            "sentences": store.num_sentences,
+            "empty_sentences": counts["sentences"] - store.num_sentences,
+            "truncated_sentences": counts["truncated_sentences"],
+            "corpus_tokens": store.num_tokens,
+        },
+        "splits": split_metadata,
     }
 
 
-def _metadata(
-    paths: list[Path],
+def _counting_documents(documents: Iterable[str], counts: collections.Counter) -> Iterator[str]:
+    for text in documents:
+        counts["documents_read"] += 1
+        counts["input_bytes"] += len(text.encode("utf-8"))  # the text read, after decompression
+        yield text
+
+
+def _chunks(documents: Iterable[str]) -> Iterator[list[str]]:
+    chunk, size = [], 0
+    for text in documents:
+        chunk.append(text)
+        size += len(text)
+        if size >= CHUNK_TEXT_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def _add_encoded(store: TokenStoreWriter, encoded: EncodedChunk, counts: collections.Counter) -> None:
+    store.add(encoded.tokens, encoded.sentence_lengths, encoded.document_sentences)
+    counts["sentences"] += encoded.sentences
+    counts["truncated_sentences"] += encoded.truncated_sentences
+
+
+def _hold_out(store: TokenStoreWriter, settings: PrepareSettings) -> dict[str, np.ndarray]:
+    """The documents of each split: a seeded choice of whole documents is held out, the rest trains."""
+    total = store.num_documents
+    held_out = settings.held_out_documents(total)
+    if held_out == 0:
+        return {"train": np.arange(total, dtype=np.int64)}
+    if held_out < 2 or total - held_out < 2:
+        raise UserError(f"holding out {held_out} of {total} documents leaves a split with fewer than two; "
+                        "next-sentence pairs need at least two documents in each split")
+    rng = np.random.default_rng([settings.seed, HELD_OUT_STREAM])
+    validation = np.sort(rng.choice(total, size=held_out, replace=False)).astype(np.int64)
+    training = np.ones(total, dtype=bool)
+    training[validation] = False
+    return {"train": np.flatnonzero(training).astype(np.int64), "validation": validation}
+
+
+@contextmanager
+def _work_runner(setup: WorkerSetup, workers: int):
+    """Yields ``run(function, argument_tuples)``: results in order, with a bounded number of tasks in flight."""
+    if workers == 1:
+        worker = Worker(setup)
+        local = {encode_in_worker: worker.encode, pair_in_worker: worker.pair}
+        previous = os.environ.get("TOKENIZERS_PARALLELISM")
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one worker is one core, as in the processes
+        try:
+            yield lambda function, tasks: (local[function](*task) for task in tasks)
+        finally:
+            if previous is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM")
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = previous
+        return
+    # spawn: workers must not inherit the parent's threads (tokenizers' pool, torch's OpenMP).
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, start_worker_process, (setup,)) as pool:
+        yield lambda function, tasks: _ordered_results(pool, function, tasks, workers * IN_FLIGHT_PER_WORKER)
+
+
+def _ordered_results(pool, function: Callable, tasks: Iterable[tuple], in_flight: int) -> Iterator:
+    # Pool.imap would read every task ahead (the whole corpus); this keeps `in_flight` of them.
+    pending = collections.deque()
+    for task in itertools.chain(tasks, [None]):
+        if task is not None:
+            pending.append(pool.apply_async(function, task))
+        while pending and (len(pending) >= in_flight or task is None):
+            yield pending.popleft().get()
+
+
+def _description(
+    inputs: list[str],
     tokenizer_dir: str | Path,
     tokenizer: WordPieceTokenizer,
     settings: PrepareSettings,
-    encoded: EncodedCorpus,
-    arrays: dict[str, np.ndarray],
+    corpus_format: CorpusFormat,
+    token_dtype: np.dtype,
     out: Path,
 ) -> dict:
-    pairs = len(arrays["a_lengths"])
-    command = ["fastbert", "data", "prepare", "--corpus", *map(str, paths), "--tokenizer", str(tokenizer_dir),
+    command = ["fastbert", "data", "prepare", "--corpus", *inputs, "--format", corpus_format.reader,
+               "--sentences", corpus_format.sentences, "--tokenizer", str(tokenizer_dir),
                "--max-seq-len", str(settings.max_seq_len), "--short-seq-prob", str(settings.short_seq_prob),
                "--dupe-factor", str(settings.dupe_factor), "--seed", str(settings.seed), "--out", str(out)]
+    if settings.validation_documents:
+        command += ["--validation-documents", str(settings.validation_documents)]
+    elif settings.validation_fraction:
+        command += ["--validation-fraction", str(settings.validation_fraction)]
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -242,9 +327,12 @@ def _metadata(
         "short_seq_prob": settings.short_seq_prob,
         "dupe_factor": settings.dupe_factor,
         "seed": settings.seed,
-        "token_dtype": arrays["tokens"].dtype.name,
+        "held_out": {"fraction": settings.validation_fraction, "documents": settings.validation_documents},
+        "input": {"format": corpus_format.reader, "sentences": corpus_format.sentences,
+                  "documents": corpus_format.documents, "text_column": corpus_format.text_column},
+        "token_dtype": token_dtype.name,
         "tokenizer": {
-            "path": str(Path(tokenizer_dir).resolve()),  # training finds the vocabulary here, from any directory
+            "path": TOKENIZER_DIR,  # relative, so the directory can be moved or copied to every node
             "hash": tokenizer_hash(tokenizer),
             "vocab_size": tokenizer.vocab_size,
             "lowercase": tokenizer.lowercase,
@@ -253,16 +341,6 @@ def _metadata(
             "cls_id": tokenizer.cls_id,
             "sep_id": tokenizer.sep_id,
             "mask_id": tokenizer.mask_id,
-        },
-        "counts": {
-            "documents": encoded.corpus.num_documents,
-            "sentences": encoded.corpus.num_sentences,
-            "empty_sentences": encoded.empty_sentences,
-            "truncated_sentences": encoded.truncated_sentences,
-            "corpus_tokens": len(encoded.corpus.tokens),
-            "pairs": pairs,
-            "is_next_fraction": round(1.0 - float(arrays["is_random_next"].mean()), 6),
-            "pair_tokens": len(arrays["tokens"]) + SPECIAL_TOKENS_PER_PAIR * pairs,
         },
         "command": shlex.join(command),
         "versions": {
@@ -279,10 +357,3 @@ def _installed_version(distribution: str) -> str:
         return package_metadata.version(distribution)
     except package_metadata.PackageNotFoundError:
         return "not installed"
-
-
-def _write_atomically(out: Path, arrays: dict[str, np.ndarray], metadata: dict) -> None:
-    with staging_directory(out) as staging:
-        for name, array in arrays.items():
-            np.save(staging / f"{name}.npy", array)
-        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")

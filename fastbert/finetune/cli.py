@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config_cli import add_config_flags, add_setting_flag, build_config, config_settings
 from ..train.config import read_deepspeed_config
-from .config import FinetuneConfig
+from .config import LONG_SEQUENCE_POLICIES, FinetuneConfig
 from .tasks import TASKS
 
 
@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fine-tune on a task; writes results.json and the best epoch's model (an HF directory).",
     )
     # deepspeed_config is read from the --deepspeed file; command is the command line itself.
-    add_config_flags(parser, FinetuneConfig, skip=("seeds", "deepspeed_config", "command"), task={"choices": list(TASKS)})
+    add_config_flags(parser, FinetuneConfig, skip=("seeds", "deepspeed_config", "command"), task={"choices": list(TASKS)},
+                     long_sequences={"choices": LONG_SEQUENCE_POLICIES})
     seeds = parser.add_mutually_exclusive_group()
     add_setting_flag(seeds, config_settings(FinetuneConfig)["seeds"])
     seeds.add_argument("--seed", type=int, default=argparse.SUPPRESS, metavar="N", help="one seed: the same as --seeds N")

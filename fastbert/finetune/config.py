@@ -7,8 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..train.config import OptimizerConfig
+from ..train.config import OptimizerConfig, check_setting
 from .tasks import MULTIPLE_CHOICE, get_task
+
+LONG_SEQUENCE_POLICIES = ("truncate", "refuse")
+MIN_SEQ_LEN = 8
+"""[CLS], two [SEP] and room for text on both sides of a pair (or a question and a window of context)."""
 
 
 @dataclass
@@ -51,7 +55,9 @@ class FinetuneConfig:
     grad_accum_steps: int = 1
     """Micro-batches per optimizer step; an update sees batch_size x grad_accum_steps x ranks examples."""
     max_seq_len: int = 128
-    """Tokens per encoded input; longer inputs are truncated."""
+    """Tokens per encoded input (at most the model's max_position_embeddings, which caps it)."""
+    long_sequences: str = "truncate"
+    """Inputs longer than max_seq_len: "truncate" them (the log counts them) or "refuse" (an error naming the first)."""
     optim: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=2e-5, warmup_ratio=0.1))
     """The optimizer and schedule; BERT's fine-tuning recipe by default (lr 2e-5, 10% warmup)."""
     seeds: tuple[int, ...] = (42,)
@@ -62,17 +68,26 @@ class FinetuneConfig:
     """Train on the first N training examples only (quick runs)."""
     cuda_graphs: bool = False
     """Replay training steps from CUDA graphs (classification tasks, one GPU; see fastbert.train.engines.graphed)."""
+    compile: bool = False
+    """torch.compile the model (one process, no DeepSpeed, no cuda_graphs)."""
     log_every: int = 50
     """Log training metrics every N optimizer steps."""
+    overwrite: bool = False
+    """Replace an earlier run in --out (its results.json, models and metrics); without it such an --out is refused."""
     command: list[str] = field(default_factory=list)
     """The command line that started the run, recorded in results.json."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "grad_accum_steps", "max_seq_len", "log_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{_flag(name)} must be at least 1, got {getattr(self, name)}")
+        for name in ("epochs", "batch_size", "grad_accum_steps", "log_every"):
+            check_setting(f"--{name.replace('_', '-')}", getattr(self, name), "an integer >= 1", lambda v: v >= 1)
+        check_setting("--max-seq-len", self.max_seq_len, f"an integer >= {MIN_SEQ_LEN}", lambda v: v >= MIN_SEQ_LEN)
+        check_setting("--max-train-examples", self.max_train_examples, "an integer >= 1 or absent (all)",
+                      lambda v: v is None or v >= 1)
+        check_setting("--long-sequences", self.long_sequences, " or ".join(LONG_SEQUENCE_POLICIES), lambda v: v in LONG_SEQUENCE_POLICIES)
         if not self.seeds:
             raise UserError("no seeds given")
+        for seed in self.seeds:
+            check_setting("--seeds", seed, "integers >= 0", lambda v: v >= 0)
         self._check_data_source()
 
     def _check_data_source(self) -> None:

@@ -20,6 +20,8 @@ class EncodedSequence:
 
     input_ids: list[int]
     token_type_ids: list[int]
+    truncated_from: int | None = None
+    """Its length before truncation to the maximum length; None when it fit whole."""
 
 
 class PairEncoder:
@@ -46,21 +48,25 @@ class PairEncoder:
         """Sequences of at most ``max_len`` tokens, trimming the longer text of a pair first."""
         pieces_a = [e.ids for e in self.pieces(texts_a)]
         if texts_b is None:
-            return [self.assemble(ids[: max_len - 2], None) for ids in pieces_a]
+            return [self.assemble(ids[: max_len - 2], None, _cut(len(ids) + 2, max_len)) for ids in pieces_a]
         pieces_b = [e.ids for e in self.pieces(texts_b)]
         out = []
         for a, b in zip(pieces_a, pieces_b):
             keep_a, keep_b = longest_first(len(a), len(b), max_len - 3)
-            out.append(self.assemble(a[:keep_a], b[:keep_b]))
+            out.append(self.assemble(a[:keep_a], b[:keep_b], _cut(len(a) + len(b) + 3, max_len)))
         return out
 
-    def assemble(self, ids_a: list[int], ids_b: list[int] | None) -> EncodedSequence:
+    def assemble(self, ids_a: list[int], ids_b: list[int] | None, truncated_from: int | None = None) -> EncodedSequence:
         input_ids = [self.cls_id, *ids_a, self.sep_id]
         token_type_ids = [0] * len(input_ids)
         if ids_b is not None:
             input_ids += [*ids_b, self.sep_id]
             token_type_ids += [1] * (len(ids_b) + 1)
-        return EncodedSequence(input_ids, token_type_ids)
+        return EncodedSequence(input_ids, token_type_ids, truncated_from)
+
+
+def _cut(length: int, max_len: int) -> int | None:
+    return length if length > max_len else None
 
 
 def longest_first(len_a: int, len_b: int, budget: int) -> tuple[int, int]:

@@ -10,9 +10,7 @@ HF directory, with its predictions for the files to predict. ``results.json`` ga
 from __future__ import annotations
 
 import logging
-import os
 import platform
-import shutil
 import statistics
 import time
 from collections.abc import Iterator
@@ -24,13 +22,16 @@ import torch
 
 from .. import atomic
 from ..environment import package_versions
-from ..errors import UserError
-from ..model import Batch, BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification
+from ..errors import InputError, UserError
+from ..model import Batch, BertConfig, BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification
 from ..tokenizer import load_tokenizer
+from ..train.checkpoint import export_model
 from ..train.config import EngineConfig
-from ..train.engines import Engine, build_engine
+from ..train.engines import build_engine
+from ..train.launch import Launch, start_launch
 from ..train.loop import LoopConfig
 from ..train.loop import train as train_loop
+from ..train.run_dir import StartMode, claim_run_directory
 from .collate import collate, epoch_order, rank_batches, updates_per_epoch
 from .config import FinetuneConfig
 from .encoding import PairEncoder
@@ -59,18 +60,27 @@ class Splits:
 
 
 def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
-    """Train and evaluate every seed; write ``results.json`` into ``config.out`` and return it."""
+    """Train and evaluate every seed; write ``results.json`` into ``config.out`` and return it.
+
+    The data is read and checked before anything trains, and ``config.out`` is held (locked)
+    by this run until it ends."""
     task = get_task(config.task)
     if config.cuda_graphs and task.kind != CLASSIFICATION:
         raise UserError(f"--cuda-graphs supports classification tasks; {task.name} is a {task.kind} task")
+    launch = start_launch()
     init = resolve_init(str(config.init))
     data = load_task_data(task, config)
     tokenizer = load_tokenizer(init)
     encoder = PairEncoder(tokenizer.backend)
     started = time.perf_counter()
+    max_len = _sequence_limit(config, init)
 
     def tokenized(name: str, examples: list) -> Split:
-        return build_split(task.kind, name, examples, encoder, config.max_seq_len)
+        source = data.sources.get(name, name)
+        split = build_split(task.kind, name, examples, encoder, max_len, config.long_sequences, source)
+        if split.truncated:
+            log.info("%s: truncated %d of %d %s examples to %d tokens", task.name, split.truncated, len(split.items), name, max_len)
+        return split
 
     splits = Splits(
         tokenized("train", data.train),
@@ -79,13 +89,26 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
         data.label_names,
         data.num_labels,
     )
+    for split in (splits.train, *splits.devs):
+        if not split.items:
+            raise InputError(data.sources.get(split.name, split.name), f"the {split.name} split holds no examples")
     log.info("%s: %d training items, dev %s", task.name, len(splits.train.items), {d.name: len(d.items) for d in splits.devs})
 
-    runs, is_main = [], True
-    for seed in config.seeds:
-        run_dir = config.out if len(config.seeds) == 1 else config.out / f"seed_{seed}"
-        run, is_main = _run_seed(config, task, seed, splits, init, tokenizer, run_dir)
-        runs.append(run)
+    with claim_run_directory(config.out, StartMode(overwrite=config.overwrite), launch, resumable=False):
+        runs = [_run_seed(config, task, seed, splits, init, tokenizer, launch) for seed in config.seeds]
+        return _write_results(config, task, runs, started, launch, init)
+
+
+def _sequence_limit(config: FinetuneConfig, init: Path) -> int:
+    """max_seq_len, capped by the positions the model has (a longer input would index past them)."""
+    positions = BertConfig.load(init).max_position_embeddings
+    if config.max_seq_len > positions:
+        log.warning("--max-seq-len %d is more than %s's %d positions: inputs are cut at %d", config.max_seq_len, init, positions, positions)
+    return min(config.max_seq_len, positions)
+
+
+def _write_results(config: FinetuneConfig, task: Task, runs: list[dict[str, Any]], started: float, launch: Launch,
+                   init: Path) -> dict[str, Any]:
     results = {
         "task": task.name,
         "command": config.command,
@@ -96,19 +119,21 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
         "summary": summarize(runs),
         "wall_time_s": time.perf_counter() - started,
     }
-    if is_main:
-        atomic.write_json(config.out / "results.json", results)
+    if launch.is_main:
+        with atomic.reporting_full_disk(config.out, "results.json", outcome="the models are written, results.json is not"):
+            atomic.write_json(config.out / "results.json", results)
         _print_summary(task, results["summary"], config.seeds)
     return results
 
 
 def _run_seed(
-    config: FinetuneConfig, task: Task, seed: int, splits: Splits, init: Path, tokenizer, run_dir: Path
-) -> tuple[dict[str, Any], bool]:
+    config: FinetuneConfig, task: Task, seed: int, splits: Splits, init: Path, tokenizer, launch: Launch
+) -> dict[str, Any]:
+    run_dir = config.out if len(config.seeds) == 1 else config.out / f"seed_{seed}"
     torch.manual_seed(seed)  # the new head's initialisation and dropout
     model = _load_model(task, init, splits)
     train, devs = splits.train, splits.devs
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launch.world_size
     accum = config.grad_accum_steps
     # The loop, the schedule and the per-epoch evaluation all count optimizer steps.
     steps_per_epoch = updates_per_epoch(len(train.items), config.batch_size, world_size, accum)
@@ -125,6 +150,7 @@ def _run_seed(
         deepspeed_config=config.deepspeed_config,
         seed=seed,
         cuda_graphs=config.cuda_graphs,  # rows padded to the longest sequence rounded up to 64
+        compile=config.compile,
     ))
 
     def batches(step: int) -> Iterator[Batch]:
@@ -157,7 +183,7 @@ def _run_seed(
         log.info("seed %d epoch %d: loss %.4f, %s", seed, epoch, record["train_loss"], _format_eval(record["eval"]))
         if best is None or record["eval"][main_split][main_metric] > best["eval"][main_split][main_metric]:
             best = {"epoch": epoch, "eval": record["eval"]}
-            _export(engine, tokenizer, run_dir / "model")
+            export_model(engine, run_dir / "model", tokenizer)
             for split in splits.predict:  # every rank runs the forward (ZeRO-3 gathers weights collectively)
                 text = submission(engine, task.kind, split, eval_batch, splits.label_names)
                 if engine.is_main:
@@ -179,7 +205,7 @@ def _run_seed(
         "model_dir": str(run_dir / "model"),
         "predictions": {split.name: str(run_dir / "predictions" / f"{split.name}.tsv") for split in splits.predict},
     }
-    return run, engine.is_main
+    return run
 
 
 class LossOnly:
@@ -200,18 +226,6 @@ def _load_model(task: Task, init: Path, splits: Splits):
     if splits.label_names is not None:  # transformers' pipelines then show the class names
         model.config.extra.update(splits.label_names.config_fields())
     return model
-
-
-def _export(engine: Engine, tokenizer, target: Path) -> None:
-    """Write the model to ``target`` through a temporary folder (all ranks take part in the gather)."""
-    staging = target.with_name(f".{target.name}.tmp")
-    if engine.is_main:
-        shutil.rmtree(staging, ignore_errors=True)
-    engine.barrier()
-    engine.export_hf(staging, tokenizer=tokenizer)
-    if engine.is_main:
-        atomic.replace_directory(staging, target)
-    engine.barrier()
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:

@@ -26,6 +26,8 @@ class TaskData:
     """The classes in id order (classification tasks)."""
     predict: dict[str, list] = field(default_factory=dict)
     """Examples to predict (labels optional) by the name of the submission file to write."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """Where the train and dev splits came from (a file, or dataset:split), for errors that name them."""
 
     @property
     def num_labels(self) -> int:
@@ -36,8 +38,9 @@ class TaskData:
 def load_task_data(task: Task, config: FinetuneConfig) -> TaskData:
     if not task.custom:
         paths = task.files(config.data_dir)
+        sources = {name: str(path) for name, path in paths.items()}
         train = task.read(paths.pop("train"))[: config.max_train_examples]
-        data = TaskData(train, {name: task.read(path) for name, path in paths.items()}, task.label_names)
+        data = TaskData(train, {name: task.read(path) for name, path in paths.items()}, task.label_names, sources=sources)
         if config.predict_test:
             data.predict |= {name: task.read(path, labelled=False) for name, path in task.test_paths(config.data_dir).items()}
         if config.predict_file is not None:
@@ -56,6 +59,8 @@ def load_task_data(task: Task, config: FinetuneConfig) -> TaskData:
     labels = label_names(tables["train"], columns) if task.kind == CLASSIFICATION else None
     train = table_examples(tables.pop("train"), task.kind, columns, labels)[: config.max_train_examples]
     data = TaskData(train, {"validation": table_examples(tables.pop("validation"), task.kind, columns, labels)}, labels)
+    data.sources = ({name: f"{config.dataset}:{split}" for name, split in splits.items()} if config.dataset is not None
+                    else {"train": str(config.train_file), "validation": str(config.validation_file)})
     if "test" in tables:
         data.predict["test"] = table_examples(tables["test"], task.kind, columns, labels, labelled=False)
     if config.predict_file is not None:

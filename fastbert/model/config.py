@@ -61,6 +61,17 @@ class BertConfig:
     """Fields of a config.json this class does not model, kept so that a save round-trips them."""
 
     def __post_init__(self) -> None:
+        for name in _POSITIVE_INTEGERS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in _PROBABILITIES:
+            value = getattr(self, name)
+            if not (value is None and name == "classifier_dropout") and not (_is_number(value) and 0 <= value < 1):
+                raise UserError(f"{name} must be a probability in [0, 1), got {value!r}")
+        for name in ("layer_norm_eps", "initializer_range"):
+            if not (_is_number(getattr(self, name)) and 0 < getattr(self, name) < float("inf")):
+                raise UserError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
         if self.hidden_size % self.num_attention_heads:
             raise UserError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
@@ -86,6 +97,7 @@ class BertConfig:
             shape = PRESETS[name]
         except KeyError:
             raise UserError(f"unknown model preset {name!r}; expected one of {', '.join(PRESETS)}") from None
+        _check_field_names(overrides)
         return cls(**{**shape, **overrides})
 
     # ---- config.json -------------------------------------------------------------------------
@@ -115,9 +127,8 @@ class BertConfig:
         if "num_labels" in overrides and overrides["num_labels"] != config.num_labels:
             for stale in ("id2label", "label2id"):  # describe the old head's labels
                 config.extra.pop(stale, None)
+        _check_field_names(overrides)
         for name, value in overrides.items():
-            if name not in _FIELD_NAMES:
-                raise UserError(f"unknown config field {name!r}")
             setattr(config, name, value)
         config.__post_init__()
         return config
@@ -154,3 +165,18 @@ PRESETS: dict[str, dict[str, int]] = {
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(BertConfig)) - {"extra"}
+_POSITIVE_INTEGERS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                      "max_position_embeddings", "type_vocab_size", "num_labels")
+_PROBABILITIES = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_field_names(overrides: dict[str, Any]) -> None:
+    """Overrides (model_overrides, from_pretrained keywords) must name BertConfig fields."""
+    for name in overrides:
+        if name not in _FIELD_NAMES:
+            raise UserError(f"unknown config field {name!r}; BertConfig's fields (what model_overrides takes) are "
+                            + ", ".join(sorted(_FIELD_NAMES)))

@@ -106,7 +106,7 @@ class BertInputs:
                 raise ValueError(f"attention_mask rows {(lengths == 0).nonzero().flatten().tolist()} have no tokens")
             token_index = mask.flatten().nonzero().flatten()
             flat = [t.reshape(-1).index_select(0, token_index) for t in (input_ids, token_type_ids, position_ids)]
-            layout = SequenceLayout.from_lengths(lengths)
+            layout = SequenceLayout.from_lengths(lengths, token_index.numel())
             restore = Unpadded(token_index, *input_ids.shape)
         max_position = input_ids.shape[-1] - 1 if generated_positions else _host_max(position_ids)
         return cls(*flat, layout, restore, max_position, masked_capacity)
@@ -131,7 +131,7 @@ class BertInputs:
             raise ValueError("the flat layout needs position_ids (restarting per sequence) and max_seqlen")
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        layout = SequenceLayout(cu_seqlens.to(torch.int32), int(max_seqlen))
+        layout = SequenceLayout(cu_seqlens.to(torch.int32), int(max_seqlen), input_ids.numel())
         return cls(input_ids, token_type_ids, position_ids, layout, None, _host_max(position_ids), masked_capacity)
 
     @classmethod
@@ -163,6 +163,21 @@ class BertInputs:
         else:
             restore = None if self.restore is None else self.restore.to(device, non_blocking)
         return BertInputs(*moved, layout, restore, self.max_position_id, self.masked_capacity)
+
+    def pin_memory(self) -> "BertInputs":
+        """A copy in page-locked host memory, so that ``to(cuda, non_blocking=True)`` never blocks
+        the host (DataLoader's ``pin_memory=True`` calls this)."""
+        pinned = [t.pin_memory() for t in (self.input_ids, self.token_type_ids, self.position_ids)]
+        layout = self.layout
+        layout = (PaddedRowsLayout.from_mask(layout.key_mask.pin_memory()) if isinstance(layout, PaddedRowsLayout)
+                  else SequenceLayout(layout.cu_seqlens.pin_memory(), layout.max_seqlen, layout.total_tokens))
+        if isinstance(self.restore, KeptPadding):
+            restore: Unpadded | KeptPadding | None = KeptPadding(layout)
+        elif isinstance(self.restore, Unpadded):
+            restore = Unpadded(self.restore.token_index.pin_memory(), self.restore.batch_size, self.restore.seq_len)
+        else:
+            restore = None
+        return BertInputs(*pinned, layout, restore, self.max_position_id, self.masked_capacity)
 
     def to_caller(self, flat: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
         """A per-token output back in the caller's layout."""
@@ -238,6 +253,13 @@ class Batch:
             return value.to(device, non_blocking=non_blocking) if hasattr(value, "to") else value
 
         return Batch(move(self.inputs), {k: move(v) for k, v in self.targets.items()}, self.num_tokens, self.num_sequences)
+
+    def pin_memory(self) -> "Batch":
+        """A copy in page-locked host memory (DataLoader's ``pin_memory=True`` calls this)."""
+        def pin(value: Any) -> Any:
+            return value.pin_memory() if hasattr(value, "pin_memory") else value
+
+        return Batch(pin(self.inputs), {k: pin(v) for k, v in self.targets.items()}, self.num_tokens, self.num_sequences)
 
     @classmethod
     def of_inputs(cls, inputs: BertInputs, **targets: Any) -> "Batch":

@@ -40,6 +40,8 @@ class SequenceLayout:
 
     cu_seqlens: torch.Tensor
     max_seqlen: int
+    total_tokens: int | None = None
+    """``cu_seqlens[-1]`` known on the host (the stream's length), so that no op has to read it from the device."""
 
     supports_varlen = True
     """Whether the varlen attention kernels (flash-attn, torch varlen) can run on this layout."""
@@ -60,9 +62,9 @@ class SequenceLayout:
     @cached_property
     def padded_index(self) -> torch.Tensor:
         """For each flat token, its position in a ``[S * max_seqlen]`` padded buffer."""
-        total = int(self.cu_seqlens[-1]) if not self.cu_seqlens.is_cuda else None
+        # Without output_size, repeat_interleave reads the total from the device.
         seq_of_token = torch.repeat_interleave(
-            torch.arange(self.num_sequences, device=self.cu_seqlens.device), self.lengths, output_size=total
+            torch.arange(self.num_sequences, device=self.cu_seqlens.device), self.lengths, output_size=self.total_tokens
         )
         position = torch.arange(seq_of_token.numel(), device=seq_of_token.device) - self.first_token_index[seq_of_token]
         return seq_of_token * self.max_seqlen + position
@@ -88,12 +90,12 @@ class SequenceLayout:
         return _GatherRows.apply(padded.reshape(-1, *padded.shape[2:]), self.padded_index)
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "SequenceLayout":
-        return SequenceLayout(self.cu_seqlens.to(device, non_blocking=non_blocking), self.max_seqlen)
+        return SequenceLayout(self.cu_seqlens.to(device, non_blocking=non_blocking), self.max_seqlen, self.total_tokens)
 
     @classmethod
-    def from_lengths(cls, lengths: torch.Tensor) -> "SequenceLayout":
+    def from_lengths(cls, lengths: torch.Tensor, total_tokens: int | None = None) -> "SequenceLayout":
         cu_seqlens = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
-        return cls(cu_seqlens, int(lengths.max()))
+        return cls(cu_seqlens, int(lengths.max()), total_tokens)
 
 
 class _GatherRows(torch.autograd.Function):
@@ -150,7 +152,7 @@ class PaddedRowsLayout(SequenceLayout):
     def from_mask(cls, key_mask: torch.Tensor) -> "PaddedRowsLayout":
         rows, row_len = key_mask.shape
         starts = torch.arange(0, (rows + 1) * row_len, row_len, dtype=torch.int32, device=key_mask.device)
-        return cls(starts, row_len, key_mask.bool())
+        return cls(starts, row_len, key_mask.numel(), key_mask.bool())
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "PaddedRowsLayout":
         return PaddedRowsLayout.from_mask(self.key_mask.to(device, non_blocking=non_blocking))

@@ -22,11 +22,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the setting flags and --set override it (the defaults shown are for settings it leaves out).",
     )
     parser.add_argument("--config", type=Path, required=True, help="YAML training config (configs/pretrain/*.yaml)")
-    parser.add_argument("--data", type=Path, required=True, help="prepared pretraining data directory")
+    parser.add_argument("--data", nargs="+", required=True, metavar="DIR[:WEIGHT]",
+                        help="prepared pretraining data directory; several, each with an optional weight "
+                        "(dirA:0.7 dirB:0.3), are blended: each gets its weight's share of every epoch")
     parser.add_argument("--out", type=Path, required=True, help="output directory: metrics.jsonl, checkpoints/, model/")
     parser.add_argument("--deepspeed", type=Path, metavar="JSON", help="DeepSpeed config (configs/deepspeed/zeroN.json)")
     parser.add_argument("--tokenizer", type=Path, help="tokenizer to save with the model (default: the data's)")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
+                        help="continue from the newest complete (verified) checkpoint in --out")
+    resume.add_argument("--resume-from", type=Path, metavar="CHECKPOINT",
+                        help="continue from this checkpoint directory (OUT/checkpoints/step_N, or another run's)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run in --out (its checkpoints, metrics and model); with --resume-from, "
+                        "discard the checkpoints after it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (metrics still go to metrics.jsonl)")
     add_config_flags(parser.add_argument_group("settings (override --config)"), PretrainConfig)
     add_set_flag(parser)
@@ -40,12 +49,14 @@ def build_pretrain_config(args: argparse.Namespace) -> PretrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .pretrain import run_pretraining
+    from .pretrain import run_pretraining  # torch loads only when the command runs
+    from .run_dir import StartMode
 
+    config = build_pretrain_config(args)
+    start = StartMode(resume=args.resume, resume_from=args.resume_from, overwrite=args.overwrite)
     result = run_pretraining(
-        build_pretrain_config(args), args.data, args.out,
-        deepspeed_config=read_deepspeed_config(args.deepspeed),
-        resume=args.resume, tokenizer_dir=args.tokenizer, progress=not args.no_progress,
+        config, args.data, args.out, deepspeed_config=read_deepspeed_config(args.deepspeed),
+        start=start, tokenizer_dir=args.tokenizer, progress=not args.no_progress,
     )
     if result.records and int(os.environ.get("RANK", "0")) == 0:
         last = result.records[-1]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,25 @@ import yaml
 from ..errors import InputError, UserError
 
 OPTIMIZERS = ("adamw", "lamb")
+
+
+def check_setting(name: str, value: Any, allowed: str, ok: Callable[[Any], bool]) -> None:
+    """A one-line error naming the setting, its value and what is allowed, unless ``ok(value)``
+    (write ``ok`` so that NaN fails it: every comparison with NaN is false)."""
+    if not ok(value):
+        raise UserError(f"{name} must be {allowed}, got {value!r}")
+
+
+def at_least(low: float) -> Callable[[Any], bool]:
+    return lambda value: math.isfinite(value) and value >= low
+
+
+def positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+def fraction_below_one(value: float) -> bool:
+    return 0 <= value < 1
 
 
 @dataclass
@@ -48,14 +69,14 @@ class OptimizerConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"optimizer {self.optimizer!r} is unknown; expected one of {', '.join(OPTIMIZERS)}")
-        if self.lr <= 0:
-            raise UserError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.warmup_ratio <= 1:
-            raise UserError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise UserError(f"warmup_steps must be at least 0, got {self.warmup_steps}")
-        if self.grad_clip < 0:
-            raise UserError(f"grad_clip must be at least 0 (0 disables clipping), got {self.grad_clip}")
+        check_setting("lr", self.lr, "a finite number > 0", positive)
+        check_setting("weight_decay", self.weight_decay, "a finite number >= 0", at_least(0))
+        check_setting("beta1", self.beta1, "in [0, 1)", fraction_below_one)
+        check_setting("beta2", self.beta2, "in [0, 1)", fraction_below_one)
+        check_setting("eps", self.eps, "a finite number > 0", positive)
+        check_setting("warmup_steps", self.warmup_steps, "an integer >= 0 or null (use warmup_ratio)", lambda v: v is None or v >= 0)
+        check_setting("warmup_ratio", self.warmup_ratio, "in [0, 1]", lambda v: 0 <= v <= 1)
+        check_setting("grad_clip", self.grad_clip, "a finite number >= 0 (0 disables clipping)", at_least(0))
 
     @property
     def betas(self) -> tuple[float, float]:
@@ -91,13 +112,18 @@ class EngineConfig:
     see fastbert.train.engines.graphed). Batches are padded to micro_batch_size x static_seq_len."""
     static_seq_len: int | None = None
     """Row length of CUDA-graph batches; None: the longest sequence rounded up to 64."""
+    compile: bool = False
+    """torch.compile the model's forward (and so its backward) in the local engine; shapes are
+    dynamic, so varying batch lengths do not recompile."""
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "grad_accum_steps", "micro_batch_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+            check_setting(name, getattr(self, name), "an integer >= 1", lambda v: v >= 1)
         if self.cuda_graphs and self.deepspeed_config is not None:
             raise UserError("cuda_graphs works with the local engine only; DeepSpeed runs its own step")
+        if self.compile and (self.deepspeed_config is not None or self.cuda_graphs):
+            raise UserError("compile works with the local engine without cuda_graphs; under DeepSpeed use its "
+                            "own \"compile\" config section")
 
     @property
     def warmup_steps(self) -> int:
@@ -105,6 +131,29 @@ class EngineConfig:
 
     def use_bf16(self, device_type: str) -> bool:
         return device_type == "cuda" if self.bf16 is None else self.bf16
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """Which checkpoints carry an HF export and which are kept (the final model is always exported)."""
+
+    keep_last: int = 3
+    """Keep the newest N complete checkpoints, deleting older ones once a new one is complete (0 keeps all)."""
+    keep_every: int = 0
+    """Also keep every checkpoint whose step is a multiple of M, whatever keep_last says (0: none)."""
+    hf_every: int = 0
+    """Add an HF export to checkpoints whose step is a multiple of N (0: only the final checkpoint)."""
+
+    def __post_init__(self) -> None:
+        for name in ("keep_last", "keep_every", "hf_every"):
+            check_setting(name, getattr(self, name), "an integer >= 0", lambda v: v >= 0)
+
+    def exports_hf(self, step: int) -> bool:
+        return self.hf_every > 0 and step % self.hf_every == 0
+
+    def keeps(self, step: int) -> bool:
+        """Whether keep_every protects the checkpoint of ``step`` from deletion."""
+        return self.keep_every > 0 and step % self.keep_every == 0
 
 
 def read_deepspeed_config(path: str | os.PathLike | None) -> dict[str, Any] | None:
@@ -151,13 +200,33 @@ class PretrainConfig:
     """Log metrics every N steps."""
     save_every: int = 0
     """Checkpoint every N steps (0: only at the end)."""
+    keep_last: int = CheckpointPolicy.keep_last
+    """Keep the newest N complete checkpoints, deleting older ones once a new one is complete (0 keeps all)."""
+    keep_every: int = CheckpointPolicy.keep_every
+    """Also keep every checkpoint whose step is a multiple of M (0: none)."""
+    hf_every: int = CheckpointPolicy.hf_every
+    """Add an HF export to checkpoints whose step is a multiple of N (0: only the final model)."""
     max_minutes: float | None = None
-    """Stop with a checkpoint after this much wall time."""
+    """Stop with a checkpoint after this much wall time (null: no limit)."""
     num_workers: int = 2
     """DataLoader worker processes per rank (0 collates in the training process)."""
     cuda_graphs: bool = False
     """Replay forward + backward from CUDA graphs (one GPU, no DeepSpeed): batches are padded
     to batch_size x the data's max_seq_len, removing the per-kernel launch cost."""
+    compile: bool = False
+    """torch.compile the model (one process, no DeepSpeed, no cuda_graphs)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "log_every"):
+            check_setting(name, getattr(self, name), "an integer >= 1", lambda v: v >= 1)
+        for name in ("save_every", "num_workers", "seed"):
+            check_setting(name, getattr(self, name), "an integer >= 0", lambda v: v >= 0)
+        check_setting("mlm_probability", self.mlm_probability, "in (0, 1)", lambda v: 0 < v < 1)
+        check_setting("max_minutes", self.max_minutes, "a finite number > 0 or null (no limit)", lambda v: v is None or positive(v))
+        self.checkpoint_policy()
+
+    def checkpoint_policy(self) -> "CheckpointPolicy":
+        return CheckpointPolicy(self.keep_last, self.keep_every, self.hf_every)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PretrainConfig":
@@ -192,7 +261,7 @@ class PretrainConfig:
         return EngineConfig(
             optim=self.optim, total_steps=self.max_steps, grad_accum_steps=self.grad_accum_steps,
             micro_batch_size=self.batch_size, bf16=self.bf16, deepspeed_config=deepspeed_config, seed=self.seed,
-            cuda_graphs=self.cuda_graphs, static_seq_len=static_seq_len,
+            cuda_graphs=self.cuda_graphs, static_seq_len=static_seq_len, compile=self.compile,
         )
 
 

@@ -1,17 +1,22 @@
 """The training loop shared by pretraining and fine-tuning.
 
 Per micro-batch: ``engine.train_step(batch)`` (forward, backward, and the update when the
-micro-batch closes an accumulation window; the engine refuses to step on a non-finite
-loss). Around that: metrics every ``log_every`` optimizer steps (summed over ranks, shown
-on a tqdm bar, appended to metrics.jsonl), an evaluation hook every ``eval_every`` steps
-and at the end, checkpoints every ``save_every`` steps and at the end, and resume from the
-latest complete checkpoint. Between logging steps nothing is read from the device.
+micro-batch closes an accumulation window; the engine never steps on a non-finite loss).
+Around that: metrics every ``log_every`` optimizer steps (summed over ranks, shown on a
+tqdm bar, appended to metrics.jsonl), an evaluation hook every ``eval_every`` steps and at
+the end, checkpoints every ``save_every`` steps and at the end, and resume from the latest
+complete checkpoint.
+
+Between logging steps nothing is read from the device and no collective runs, so the host
+can queue steps ahead of the GPU: a skipped non-finite step is reported (and stops the
+run) at the next log or checkpoint, and the time budget is checked when logging, in the
+same all-reduce as the metrics.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,10 +25,10 @@ from typing import Any, Protocol
 
 import torch
 
-from ..atomic import staging_directory
 from ..errors import UserError
 from ..model.inputs import Batch
 from .checkpoint import CheckpointManager
+from .config import CheckpointPolicy
 from .engines import Engine, TrainingDiverged
 from .metrics import MetricsLog, peak_flops
 
@@ -59,10 +64,12 @@ class LoopConfig:
     """Run the evaluation hook every this many steps (and at the end); 0: only at the end."""
     save_every: int = 0
     """Checkpoint every this many steps; 0 means only at the end."""
+    checkpoint_policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+    """Which checkpoints get an HF export and which are kept."""
     save_final: bool = True
     """Checkpoint at the end and publish its HF export as ``out_dir/model`` (fine-tuning keeps its best model itself)."""
     max_minutes: float | None = None
-    """Stop (with a checkpoint) once this much wall time has passed; None means no limit."""
+    """Stop (with a checkpoint) at the first logging step after this much wall time; None means no limit."""
     progress: bool = True
     """Show a tqdm progress bar on the main rank."""
     run_info: dict[str, Any] = field(default_factory=dict)
@@ -96,13 +103,16 @@ class _Meter:
             value = value.detach().double() if torch.is_tensor(value) else float(value)
             self.sums[key] = self.sums[key] + value if key in self.sums else value
 
-    def reduce(self, engine: Engine) -> dict[str, float]:
-        """The sums over all ranks, read to the host (the logging step's one sync)."""
+    def reduce(self, engine: Engine, out_of_time: bool) -> dict[str, float]:
+        """The sums over all ranks, read to the host (the logging step's one sync); ``out_of_time``
+        rides along, so that every rank learns whether any rank ran out of time."""
         keys = sorted(self.sums)
         values = torch.stack([torch.as_tensor(self.sums[k], dtype=torch.float64).to(engine.device) for k in keys])
-        totals = engine.sum_across_ranks(torch.cat([values, torch.tensor([self.data_wait], dtype=torch.float64, device=engine.device)]))
-        out = dict(zip(keys, totals[:-1].tolist()))
-        out["data_wait_s"] = totals[-1].item() / engine.world_size
+        host = torch.tensor([self.data_wait, float(out_of_time)], dtype=torch.float64, device=engine.device)
+        totals = engine.sum_across_ranks(torch.cat([values, host])).tolist()
+        out = dict(zip(keys, totals[:-2]))
+        out["data_wait_s"] = totals[-2] / engine.world_size
+        out["out_of_time"] = totals[-1]
         out["seconds"] = time.perf_counter() - self.started
         return out
 
@@ -114,24 +124,23 @@ def train(
     task: TaskMetrics,
     *,
     evaluate: Evaluation | None = None,
-    resume: bool = False,
+    resume: bool | str | os.PathLike = False,
     tokenizer: Any = None,
     flops_per_token: Callable[[float], float] | None = None,
 ) -> LoopResult:
     """Train until ``config.max_steps`` (or the time budget, or the end of the data).
 
     ``make_batches(step)`` yields this rank's micro-batches starting at optimizer step
-    ``step``; with ``resume`` the loop restores the latest checkpoint first and asks for
-    batches from there, so the run continues exactly as if it had not stopped.
+    ``step``; with ``resume`` (True: the newest complete checkpoint; a path: that checkpoint)
+    the loop restores it first and asks for batches from there, so the run continues exactly
+    as if it had not stopped.
     """
     out_dir = Path(config.out_dir)
-    checkpoints = CheckpointManager(out_dir / "checkpoints", engine)
+    checkpoints = CheckpointManager(out_dir / "checkpoints", engine, config.checkpoint_policy)
     metrics_log = MetricsLog(out_dir / "metrics.jsonl")
     start_step, last_checkpoint = 0, None
     if resume:
-        last_checkpoint = checkpoints.latest()
-        if last_checkpoint is None:
-            raise UserError(f"{out_dir / 'checkpoints'}: --resume given but there is no checkpoint to resume from")
+        last_checkpoint = checkpoints.resume_point(resume)  # verified; says which it skipped and why
         state = checkpoints.load(last_checkpoint)
         _check_run_info(last_checkpoint, state.get("run_info", {}), config.run_info)
         start_step = state["step"]
@@ -147,9 +156,19 @@ def train(
     since_eval: dict[str, float] = {}  # summed training quantities since the last evaluation
     meter = _Meter()
 
-    def log() -> None:
+    def check_finite() -> None:
+        try:
+            engine.raise_if_diverged()
+        except TrainingDiverged as err:
+            raise _diverged(err, last_checkpoint) from None
+
+    def log() -> bool:
+        """Log the interval's metrics; whether any rank is out of time."""
         nonlocal meter
-        sums = meter.reduce(engine)
+        check_finite()
+        out_of_time = config.max_minutes is not None and time.perf_counter() - started > 60 * config.max_minutes
+        sums = meter.reduce(engine, out_of_time)
+        out_of_time = sums.pop("out_of_time") > 0
         for key, value in sums.items():
             since_eval[key] = since_eval.get(key, 0.0) + value
         record = _summarize(engine, sums, task, step, peak, flops_per_token)
@@ -158,6 +177,7 @@ def train(
             metrics_log.append(record)
             bar.set_postfix({k: f"{record[k]:.4g}" for k in _BAR_KEYS if k in record}, refresh=False)
         meter = _Meter()
+        return out_of_time
 
     def run_evaluation() -> None:
         nonlocal meter
@@ -182,10 +202,8 @@ def train(
         meter.data_wait += time.perf_counter() - wait_start
         try:
             outputs = engine.train_step(batch)
-        except TrainingDiverged as err:
-            raise TrainingDiverged(
-                f"{err} (lower the learning rate or check the data; the last checkpoint is {last_checkpoint})"
-            ) from None
+        except TrainingDiverged as err:  # from an engine that checks before each update
+            raise _diverged(err, last_checkpoint) from None
         meter.add({"loss": outputs.loss, "micro_batches": 1, "tokens": batch.num_tokens,
                    "sequences": batch.num_sequences, **task.batch_sums(batch, outputs)})
         if engine.global_step == step:
@@ -193,16 +211,17 @@ def train(
         step = engine.global_step
         bar.update(1)
 
-        out_of_time = config.max_minutes is not None and _any_rank(engine, time.perf_counter() - started > 60 * config.max_minutes)
         evaluate_now = evaluate is not None and config.eval_every > 0 and step % config.eval_every == 0
-        if step % config.log_every == 0 or step == config.max_steps or out_of_time or evaluate_now:
-            log()
+        out_of_time = False
+        if step % config.log_every == 0 or step == config.max_steps or evaluate_now:
+            out_of_time = log()
         if evaluate_now:
             run_evaluation()
         if out_of_time:
             stopped_by = "time"
             break
         if config.save_every and step % config.save_every == 0 and step < config.max_steps:
+            check_finite()
             last_checkpoint = checkpoints.save(step, {"run_info": config.run_info}, tokenizer)
     else:
         stopped_by = "max_steps"
@@ -212,11 +231,11 @@ def train(
     if evaluate is not None and (not evaluations or evaluations[-1]["step"] != step) and since_eval:
         run_evaluation()
 
+    check_finite()
     if config.save_final:
         if last_checkpoint is None or last_checkpoint.name != f"step_{step:08d}":
-            last_checkpoint = checkpoints.save(step, {"run_info": config.run_info}, tokenizer)
-        if engine.is_main:
-            _publish_model(last_checkpoint / "hf", out_dir / "model")
+            last_checkpoint = checkpoints.save(step, {"run_info": config.run_info}, tokenizer, final=True)
+        checkpoints.publish_model(last_checkpoint, out_dir / "model", tokenizer)
     engine.barrier()
     return LoopResult(step, records, evaluations, last_checkpoint, stopped_by)
 
@@ -239,20 +258,14 @@ def _summarize(engine, sums, task, step, peak, flops_per_token) -> dict[str, Any
     return record
 
 
-def _any_rank(engine: Engine, flag: bool) -> bool:
-    return engine.sum_across_ranks(torch.tensor([float(flag)], dtype=torch.float64)).item() > 0
+def _diverged(err: TrainingDiverged, last_checkpoint: Path | None) -> TrainingDiverged:
+    return TrainingDiverged(f"{err} (lower the learning rate or check the data; the last checkpoint is {last_checkpoint})")
 
 
 def _check_run_info(checkpoint: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
     for key, value in current.items():
         if key in saved and saved[key] != value:
             raise UserError(f"{checkpoint}: was trained with {key}={saved[key]!r}, this run has {value!r}; resuming would change the data order")
-
-
-def _publish_model(source: Path, target: Path) -> None:
-    """Copy the final HF export to ``target``, replacing it whole."""
-    with staging_directory(target) as staging:
-        shutil.copytree(source, staging, dirs_exist_ok=True)
 
 
 def _progress_bar(engine: Engine, config: LoopConfig, start_step: int):

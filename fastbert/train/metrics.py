@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..atomic import write_text
+from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -64,17 +65,21 @@ def measure_matmul_flops(device: torch.device, size: int = 4096, repeats: int = 
 
 
 class MetricsLog:
-    """Appends one JSON object per logging step to ``metrics.jsonl``."""
+    """Appends one JSON object per logging step to ``metrics.jsonl``.
+
+    A run killed while appending leaves a torn last line; reading drops it (with a
+    warning), since the resumed run logs that step again. A bad line before the last is
+    damage from elsewhere and an error naming it.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
     def truncate_after(self, step: int) -> None:
-        """Drop records past ``step``: a resumed run rewrites the steps it repeats."""
-        if not self.path.is_file():
-            return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        write_text(self.path, "".join(line + "\n" for line in kept))
+        """Drop records past ``step`` (and a torn last line): a resumed run rewrites the steps it repeats."""
+        kept = [record for record in self.read() if record["step"] <= step]
+        if self.path.is_file():
+            write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
 
     def append(self, record: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,4 +89,19 @@ class MetricsLog:
     def read(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+        lines = self.path.read_text(encoding="utf-8").split("\n")
+        records = []
+        for number, line in enumerate(lines, 1):
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or "step" not in record:
+                    raise ValueError("no step")
+            except ValueError:
+                if number == len(lines):  # no newline after it: the write was cut short
+                    logger.warning("%s:%d: dropping a torn last record (%d bytes) left by an interrupted run", self.path, number, len(line))
+                    break
+                raise InputError(self.path, "not a metrics record (a JSON object with a step)", line=number) from None
+            records.append(record)
+        return records

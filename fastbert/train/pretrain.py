@@ -15,11 +15,19 @@ from ..errors import UserError
 from ..model.inputs import IGNORE_INDEX, Batch
 from .config import PretrainConfig
 from .engines import build_engine
+from .launch import start_launch
 from .loop import LoopConfig, LoopResult, train
 from .metrics import flops_per_token
+from .run_dir import StartMode, claim_run_directory
 from .sampler import DataOrder
 
 logger = logging.getLogger(__name__)
+
+PRETRAINING_DEFAULTS = {"attention_probs_dropout_prob": 0.0}
+"""Where fresh pretraining departs from BERT's 2018 settings. Attention dropout 0, as
+MosaicBERT and ModernBERT pretrain: FlashAttention (flash-attn or torch's varlen kernel)
+runs on unpadded tokens only without it, where padded SDPA with a mask would run
+otherwise. BERT's 0.1 is one setting away: ``--set model_overrides={attention_probs_dropout_prob: 0.1}``."""
 
 
 class PretrainingMetrics:
@@ -29,7 +37,8 @@ class PretrainingMetrics:
         # Static-shape (CUDA graph) outputs carry ignored MLM rows, and dummy sequences
         # after the batch's real ones: count only real labels and the first rows.
         mlm_labels = outputs.masked_lm_labels
-        nsp_labels = batch.targets["next_sentence_label"].to(outputs.seq_relationship_logits.device)
+        # Pinned by the DataLoader on CUDA, so this copy does not block the host.
+        nsp_labels = batch.targets["next_sentence_label"].to(outputs.seq_relationship_logits.device, non_blocking=True)
         nsp_logits = outputs.seq_relationship_logits[: nsp_labels.numel()]
         return {
             "mlm_loss": outputs.mlm_loss.detach(),
@@ -111,7 +120,7 @@ def pretraining_data(
     tokenizer_dir: str | os.PathLike | None = None,
     pin_memory: bool = False,
 ) -> PretrainingData:
-    """The batches of ``dataset`` (a :class:`~fastbert.data.dataset.PretrainingDataset`) that ``rank`` trains on."""
+    """The batches of ``dataset`` (a :class:`~fastbert.data.dataset.PretrainingDataset` or ``BlendedDataset``) that ``rank`` trains on."""
     from ..data.collator import PretrainingCollator
 
     order = DataOrder(len(dataset), config.batch_size, config.grad_accum_steps, world_size, rank, config.seed)
@@ -122,26 +131,40 @@ def pretraining_data(
 
 def run_pretraining(
     config: PretrainConfig,
-    data_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | list[str | os.PathLike],
     out_dir: str | os.PathLike,
     *,
     deepspeed_config: dict[str, Any] | None = None,
-    resume: bool = False,
+    start: StartMode = StartMode(),
     tokenizer_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> LoopResult:
-    from ..data.dataset import PretrainingDataset
-    from ..model import BertConfig, BertForPreTraining
+    """Pretrain into ``out_dir``, which this run holds (locked) until it ends; ``start`` says
+    what it may find there (an earlier run to resume or overwrite)."""
+    from ..data.dataset import open_pretraining_data
+    from ..model import BertConfig
 
-    dataset = PretrainingDataset(data_dir)
+    launch = start_launch()
+    dataset = open_pretraining_data(data_dir)  # one prepared directory, or DIR:WEIGHT entries to blend
+    if config.init_from:
+        model_config = BertConfig.from_pretrained(config.init_from, **config.model_overrides)
+    else:
+        shape = {"vocab_size": dataset.vocab_size, "max_position_embeddings": max(512, dataset.max_seq_len)}
+        model_config = BertConfig.preset(config.model, **{**shape, **PRETRAINING_DEFAULTS, **config.model_overrides})
+    if model_config.vocab_size < dataset.vocab_size:
+        raise UserError(f"{dataset.name}: the data's vocabulary ({dataset.vocab_size}) is larger than the model's ({model_config.vocab_size})")
+    with claim_run_directory(out_dir, start, launch):
+        return _pretrain(config, dataset, model_config, Path(out_dir), deepspeed_config, start, tokenizer_dir, progress)
+
+
+def _pretrain(config, dataset, model_config, out_dir, deepspeed_config, start, tokenizer_dir, progress) -> LoopResult:
+    from ..model import BertForPreTraining
+
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     if config.init_from:
         model = BertForPreTraining.from_pretrained(config.init_from, **config.model_overrides)
     else:
-        shape = {"vocab_size": dataset.vocab_size, "max_position_embeddings": max(512, dataset.max_seq_len)}
-        model = BertForPreTraining(BertConfig.preset(config.model, **{**shape, **config.model_overrides}))
-    if model.config.vocab_size < dataset.vocab_size:
-        raise UserError(f"{data_dir}: the data's vocabulary ({dataset.vocab_size}) is larger than the model's ({model.config.vocab_size})")
+        model = BertForPreTraining(model_config)
     model_flops = _flops_model(model)  # before ZeRO-3 partitions the parameters away
 
     # The CUDA-graph row length, when graphs are on, is the data's.
@@ -152,10 +175,11 @@ def run_pretraining(
         tokenizer_dir=tokenizer_dir, pin_memory=engine.device.type == "cuda",
     )
     loop_config = LoopConfig(
-        out_dir=Path(out_dir),
+        out_dir=out_dir,
         max_steps=config.max_steps,
         log_every=config.log_every,
         save_every=config.save_every,
+        checkpoint_policy=config.checkpoint_policy(),
         max_minutes=config.max_minutes,
         progress=progress,
         run_info={"seed": config.seed, "global_batch_size": data.order.global_batch_size, "data_pairs": len(dataset)},
@@ -167,7 +191,7 @@ def run_pretraining(
             config.batch_size, config.grad_accum_steps, engine.world_size, data.order.steps_per_epoch,
         )
     return train(
-        engine, data.batches, loop_config, PretrainingMetrics(), resume=resume,
+        engine, data.batches, loop_config, PretrainingMetrics(), resume=start.resuming,
         tokenizer=data.tokenizer, flops_per_token=model_flops,
     )
 
@@ -179,14 +203,13 @@ def _flops_model(model) -> Any:
 
 
 def _find_tokenizer(dataset, tokenizer_dir: str | os.PathLike | None):
-    """The data's tokenizer (masking needs its vocabulary; the export ships it): the given one, else the recorded one."""
+    """The data's tokenizer (masking needs its vocabulary; the export ships it): the given one, else the data's copy."""
     from ..tokenizer import load_tokenizer, tokenizer_hash
 
-    recorded = dataset.metadata["tokenizer"]
-    path = Path(tokenizer_dir) if tokenizer_dir else Path(recorded["path"])
+    path = Path(tokenizer_dir) if tokenizer_dir else dataset.tokenizer_dir
     if not path.is_dir():
         raise UserError(f"{path}: tokenizer directory not found (the data was prepared with it; pass --tokenizer DIR)")
     tokenizer = load_tokenizer(path)
-    if tokenizer_hash(tokenizer) != recorded["hash"]:
-        raise UserError(f"{path}: this tokenizer differs from the one {dataset.directory} was prepared with")
+    if tokenizer_hash(tokenizer) != dataset.tokenizer["hash"]:
+        raise UserError(f"{path}: this tokenizer differs from the one {dataset.name} was prepared with")
     return tokenizer

@@ -8,6 +8,7 @@ import torch
 
 from fastbert.data.collator import IGNORE_INDEX, PackedBatchSampler, PretrainingCollator, pack_sequences, to_padded
 from fastbert.data.dataset import PretrainingDataset
+from fastbert.model import Batch
 from fastbert.tokenizer import load_tokenizer
 
 
@@ -21,8 +22,13 @@ def tokenizer(tokenizer_dir: Path):
     return load_tokenizer(tokenizer_dir)
 
 
-def masked_positions(batch: dict) -> torch.Tensor:
-    return batch["labels"] != IGNORE_INDEX
+def field(batch: Batch, name: str) -> torch.Tensor:
+    """A tensor of the collated batch by its former dict key: an input or a target."""
+    return getattr(batch.inputs, name) if name in ("input_ids", "token_type_ids", "position_ids") else batch.targets[name]
+
+
+def masked_positions(batch: Batch) -> torch.Tensor:
+    return batch.targets["labels"] != IGNORE_INDEX
 
 
 def short_sample(index: int, tokenizer) -> dict:
@@ -35,18 +41,18 @@ def test_flat_layout(dataset, tokenizer):
     samples = [dataset[i] for i in (3, 0, 9)] + [short_sample(10_000, tokenizer)]
     batch = PretrainingCollator.from_tokenizer(tokenizer, seed=0)(samples)
     lengths = [len(sample["input_ids"]) for sample in samples]
-    assert batch["cu_seqlens"].dtype == torch.int32
-    assert batch["cu_seqlens"].tolist() == np.concatenate([[0], np.cumsum(lengths)]).tolist()
-    assert batch["max_seqlen"] == max(lengths) and batch["num_real_tokens"] == sum(lengths)
-    assert batch["position_ids"].tolist() == [p for length in lengths for p in range(length)]
+    assert batch.inputs.layout.cu_seqlens.dtype == torch.int32
+    assert batch.inputs.layout.cu_seqlens.tolist() == np.concatenate([[0], np.cumsum(lengths)]).tolist()
+    assert batch.inputs.layout.max_seqlen == max(lengths) and batch.num_tokens == sum(lengths)
+    assert batch.inputs.position_ids.tolist() == [p for length in lengths for p in range(length)]
     for name in ("input_ids", "token_type_ids", "position_ids", "labels", "next_sentence_label"):
-        assert batch[name].dtype == torch.int64, name
-    assert batch["token_type_ids"].tolist() == np.concatenate([s["token_type_ids"] for s in samples]).tolist()
-    assert batch["next_sentence_label"].tolist() == [s["next_sentence_label"] for s in samples]
+        assert field(batch, name).dtype == torch.int64, name
+    assert batch.inputs.token_type_ids.tolist() == np.concatenate([s["token_type_ids"] for s in samples]).tolist()
+    assert batch.targets["next_sentence_label"].tolist() == [s["next_sentence_label"] for s in samples]
     original = torch.from_numpy(np.concatenate([s["input_ids"] for s in samples]))
     masked = masked_positions(batch)
-    assert torch.equal(batch["labels"][masked], original[masked])
-    assert torch.equal(batch["input_ids"][~masked], original[~masked])
+    assert torch.equal(batch.targets["labels"][masked], original[masked])
+    assert torch.equal(batch.inputs.input_ids[~masked], original[~masked])
 
 
 @pytest.mark.parametrize("whole_word_masking", [False, True], ids=["token", "whole-word"])
@@ -66,7 +72,7 @@ def test_masking_rates_and_special_tokens(dataset, tokenizer, whole_word_masking
         masked.long(),
     )
     assert per_sequence.min() >= 1
-    inputs, labels = batch["input_ids"][masked], batch["labels"][masked]
+    inputs, labels = batch.inputs.input_ids[masked], batch.targets["labels"][masked]
     to_mask = (inputs == tokenizer.mask_id).float().mean().item()
     kept = (inputs == labels).float().mean().item()
     assert abs(to_mask - 0.8) < 0.015 and abs(kept - 0.1) < 0.01
@@ -102,12 +108,12 @@ def test_masks_depend_only_on_seed_epoch_and_index(dataset, tokenizer):
     forward = collator([dataset[i] for i in (5, 6, 7)])
     backward = collator([dataset[i] for i in (7, 6, 5)])
     lengths = [len(dataset[i]["input_ids"]) for i in (5, 6, 7)]
-    by_sample = forward["labels"].split(lengths)
-    assert [t.tolist() for t in backward["labels"].split(lengths[::-1])] == [t.tolist() for t in by_sample[::-1]]
-    assert torch.equal(PretrainingCollator.from_tokenizer(tokenizer, seed=4)([dataset[5]])["input_ids"],
-                       forward["input_ids"][: lengths[0]])
+    by_sample = forward.targets["labels"].split(lengths)
+    assert [t.tolist() for t in backward.targets["labels"].split(lengths[::-1])] == [t.tolist() for t in by_sample[::-1]]
+    assert torch.equal(PretrainingCollator.from_tokenizer(tokenizer, seed=4)([dataset[5]]).inputs.input_ids,
+                       forward.inputs.input_ids[: lengths[0]])
     collator.set_epoch(1)
-    assert not torch.equal(collator([dataset[i] for i in (5, 6, 7)])["labels"], forward["labels"])
+    assert not torch.equal(collator([dataset[i] for i in (5, 6, 7)]).targets["labels"], forward.targets["labels"])
 
 
 def test_to_padded_round_trip(dataset, tokenizer):
@@ -119,10 +125,10 @@ def test_to_padded_round_trip(dataset, tokenizer):
     assert padded["attention_mask"].sum(dim=1).tolist() == lengths
     real = padded["attention_mask"].bool()
     for name in ("input_ids", "token_type_ids", "labels"):
-        assert torch.equal(padded[name][real], batch[name]), name
+        assert torch.equal(padded[name][real], field(batch, name)), name
     assert (padded["input_ids"][~real] == tokenizer.pad_id).all()
     assert (padded["labels"][~real] == IGNORE_INDEX).all()
-    assert torch.equal(padded["next_sentence_label"], batch["next_sentence_label"])
+    assert torch.equal(padded["next_sentence_label"], batch.targets["next_sentence_label"])
 
 
 def test_pack_sequences_fills_rows():

@@ -14,7 +14,7 @@ def tagged_corpus(num_documents: int, rng: np.random.Generator) -> TokenizedCorp
     sentence_lengths = rng.integers(1, 12, size=int(sentences_per_document.sum()))
     sentence_lengths[5] = 300  # one sentence longer than a whole pair
     tokens = np.repeat(np.arange(len(sentence_lengths)), sentence_lengths)
-    return TokenizedCorpus(
+    return TokenizedCorpus.whole(
         tokens=tokens,
         sentence_offsets=np.concatenate([[0], np.cumsum(sentence_lengths)]),
         document_offsets=np.concatenate([[0], np.cumsum(sentences_per_document)]),
@@ -64,7 +64,7 @@ def test_about_half_are_true_continuations(corpus_and_pairs):
 
 def test_every_sentence_is_used(corpus_and_pairs):
     corpus, pairs = corpus_and_pairs
-    used = np.zeros(corpus.num_sentences, dtype=bool)
+    used = np.zeros(len(corpus.sentence_offsets) - 1, dtype=bool)
     for _, pair in pairs:
         used[corpus.tokens[pair.a_start : pair.a_end]] = True
         if not pair.is_random_next:

@@ -17,20 +17,20 @@ def _seq(*ids, second=0):
 def test_collate_flat_layout():
     items = [Item((_seq(101, 7, 102),), {"labels": 1}), Item((_seq(101, 8, 9, 102, 5, 102, second=2),), {"labels": 0})]
     batch = collate(items)
-    assert batch["input_ids"].tolist() == [101, 7, 102, 101, 8, 9, 102, 5, 102]
-    assert batch["token_type_ids"].tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 1]
-    assert batch["position_ids"].tolist() == [0, 1, 2, 0, 1, 2, 3, 4, 5]
-    assert batch["cu_seqlens"].tolist() == [0, 3, 9] and batch["cu_seqlens"].dtype == torch.int32
-    assert batch["max_seqlen"] == 6
-    assert batch["labels"].tolist() == [1, 0] and batch["labels"].dtype == torch.long
-    assert "num_choices" not in batch
+    assert batch.inputs.input_ids.tolist() == [101, 7, 102, 101, 8, 9, 102, 5, 102]
+    assert batch.inputs.token_type_ids.tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 1]
+    assert batch.inputs.position_ids.tolist() == [0, 1, 2, 0, 1, 2, 3, 4, 5]
+    assert batch.inputs.layout.cu_seqlens.tolist() == [0, 3, 9] and batch.inputs.layout.cu_seqlens.dtype == torch.int32
+    assert batch.inputs.layout.max_seqlen == 6
+    assert batch.targets["labels"].tolist() == [1, 0] and batch.targets["labels"].dtype == torch.long
+    assert "num_choices" not in batch.targets
 
 
 def test_collate_regression_and_choices():
     regression = collate([Item((_seq(1, 2),), {"labels": 3.5}), Item((_seq(1),), {"labels": 0.25})])
-    assert regression["labels"].dtype == torch.float32 and regression["labels"].tolist() == [3.5, 0.25]
+    assert regression.targets["labels"].dtype == torch.float32 and regression.targets["labels"].tolist() == [3.5, 0.25]
     choices = collate([Item(tuple(_seq(1, c) for c in range(4)), {"labels": 2})] * 2)
-    assert choices["num_choices"] == 4 and choices["cu_seqlens"].numel() == 9 and choices["labels"].tolist() == [2, 2]
+    assert choices.targets["num_choices"] == 4 and choices.inputs.layout.cu_seqlens.numel() == 9 and choices.targets["labels"].tolist() == [2, 2]
 
 
 def test_epoch_order_is_seeded_and_ranks_split_it():

@@ -141,7 +141,7 @@ def test_unknown_extension_and_missing_file(tmp_path):
         (dict(task="mnli", data_dir="d", text_columns=("a",)), "--text-columns: for the classification"),
         (dict(task="mnli"), "--task mnli needs --data-dir"),
         (dict(task="squad", data_dir="d", predict_test=True), "not squad"),
-        (dict(task="cola", data_dir="d", grad_accum_steps=0), "--grad-accum-steps must be at least 1"),
+        (dict(task="cola", data_dir="d", grad_accum_steps=0), "--grad-accum-steps must be an integer >= 1"),
     ],
 )
 def test_settings_are_checked_before_anything_loads(settings, message):

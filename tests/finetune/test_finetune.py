@@ -112,3 +112,67 @@ def test_multiple_choice_and_seeds(tiny_model_dir, tmp_path, swag_header):
     accuracy = results["summary"]["dev"]["accuracy"]
     assert accuracy["values"] == [run["best"]["eval"]["dev"]["accuracy"] for run in results["runs"]]
     assert (tmp_path / "out" / "seed_3" / "model").is_dir() and (tmp_path / "out" / "seed_4" / "model").is_dir()
+
+
+HOST_SYNC_EXAMPLES, HOST_SYNC_EPOCHS, LOG_EVERY = 48, 2, 1000  # batch size 1: 96 optimizer steps (= micro-steps)
+DEV_ROWS = {"in_domain_dev.tsv": 8, "out_of_domain_dev.tsv": 6}
+READS_PER_LOG = 4
+"""Slack per logging step: the loop's one read of its summed metrics (.tolist), the engine's
+diverged-step check (.tolist) and the grad norm of the record (float); the same again when
+an evaluation summarizes training, and once more for the final check."""
+HOST_READS = ("item", "tolist", "__float__", "__int__", "__bool__", "cpu")
+
+
+def _inside_collate(frame) -> bool:
+    """Whether the read happens while a batch is built on the host (collate reads its own CPU
+    tensors, e.g. BertInputs.from_flat's max position): no device is involved there."""
+    while frame is not None:
+        if frame.f_code.co_name == "collate" and frame.f_code.co_filename.endswith("finetune/collate.py"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_finetuning_reads_the_device_only_per_log_and_eval_batch(tiny_model_dir, tmp_path, monkeypatch):
+    """No host sync per micro-step: a 96-step CoLA run (tiny model, batch size 1, log_every
+    1000) reads tensors to the host a bounded number of times, whatever its number of steps."""
+    import sys
+
+    data = tmp_path / "cola"
+    data.mkdir()
+    rows = [f"gj04\t{i % 2}\t\tThe sailors rode breeze number {i}.\n" for i in range(HOST_SYNC_EXAMPLES)]
+    (data / "in_domain_train.tsv").write_text("".join(rows))
+    for name, count in DEV_ROWS.items():
+        (data / name).write_text("".join(rows[:count]))
+    reads: dict[str, int] = {}
+
+    def counting(name):
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args, **kwargs):
+            if not _inside_collate(sys._getframe(1)):
+                reads[name] = reads.get(name, 0) + 1
+            return original(self, *args, **kwargs)
+
+        return read
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    argv = ["finetune", "--task", "cola", "--data-dir", str(data), "--init", str(tiny_model_dir), "--out", str(tmp_path / "out"),
+            "--epochs", str(HOST_SYNC_EPOCHS), "--batch-size", "1", "--max-seq-len", "64", "--lr", "1e-3",
+            "--log-every", str(LOG_EVERY)]
+    assert main(argv) == 0
+    monkeypatch.undo()
+
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    steps = sum(e["train_steps"] for e in results["runs"][0]["epochs"])
+    assert steps == HOST_SYNC_EXAMPLES * HOST_SYNC_EPOCHS  # every micro-batch (of 1) is an optimizer step
+    # Logging steps: ceil(96 / 1000) = 1, plus one per epoch (the loop logs before each evaluation).
+    logs = -(-steps // LOG_EVERY) + HOST_SYNC_EPOCHS
+    # Evaluation legitimately brings each eval batch's logits to the host once (.cpu() in
+    # evaluate.predict); eval batches hold 2 x batch_size = 2 items.
+    eval_batches = HOST_SYNC_EPOCHS * sum(-(-count // 2) for count in DEV_ROWS.values())
+    # A per-micro-step read anywhere (loss.item() in the loop, float(grad_norm) or a
+    # finiteness check per update in the engine) adds at least 96 and fails this.
+    assert sum(reads.values()) <= logs * READS_PER_LOG + eval_batches, reads
+    assert reads.get("item", 0) <= logs * READS_PER_LOG, reads

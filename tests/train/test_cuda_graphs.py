@@ -103,7 +103,8 @@ def test_engine_refuses_cuda_graphs_off_cuda_and_with_deepspeed():
         EngineConfig(cuda_graphs=True, deepspeed_config={"zero_optimization": {"stage": 2}})
     with pytest.raises(UserError, match="local engine only"):  # a launch of several processes runs DeepSpeed
         with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("WORLD_SIZE", "2")
+            for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}.items():
+                patch.setenv(name, value)
             build_engine(tiny_model(), EngineConfig(cuda_graphs=True))
 
 

@@ -51,7 +51,7 @@ def test_loop_logs_checkpoints_and_publishes_the_model(tmp_path):
         state = json.loads((checkpoint / "trainer_state.json").read_text())
         assert state["step"] == step and state["run_info"] == {"seed": 0}
         assert (checkpoint / "engine" / "engine.pt").is_file() and (checkpoint / "rng_rank0.pt").is_file()
-        assert (checkpoint / "hf" / "toy.pt").is_file()
+        assert (checkpoint / "hf" / "toy.pt").is_file() == (step == 4)  # the final checkpoint has the HF export
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
     final = torch.load(tmp_path / "model" / "toy.pt")
     for name, value in engine.module.state_dict().items():
@@ -139,3 +139,27 @@ def test_without_a_final_save_nothing_is_checkpointed_or_published(tmp_path):
     result = train(engine, lambda step: iter(BATCHES), config, ToyMetrics())
     assert result.step == 2 and result.checkpoint is None
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "model").exists()
+
+
+def test_a_skipped_non_finite_step_stops_the_run_at_the_next_log_with_its_step_number(tmp_path):
+    poisoned = list(BATCHES)
+    poisoned[4] = toy_batch(BATCHES[4].inputs, torch.full_like(BATCHES[4].targets["targets"], float("inf")))  # step 3
+    torch.manual_seed(0)
+    engine = LocalEngine(ToyRegressor(dropout=0.3), EngineConfig(optim=OptimizerConfig(lr=1e-2, warmup_steps=2), total_steps=8, grad_accum_steps=2))
+    config = LoopConfig(out_dir=tmp_path, max_steps=6, log_every=5, progress=False)
+    with pytest.raises(TrainingDiverged, match="non-finite loss at step 3"):
+        train(engine, lambda step: iter(poisoned[2 * step:]), config, ToyMetrics())
+    assert engine.global_step == 5  # detected when step 5 logged, without a host read before
+    # The skipped update touched nothing: four real AdamW steps, finite weights.
+    assert all(torch.isfinite(p).all() for p in engine.module.parameters())
+    assert {int(s["step"]) for s in engine.optimizer.state.values()} == {4}
+    assert not (tmp_path / "checkpoints").exists()  # no checkpoint is written after a skipped step
+
+
+def test_the_time_budget_is_checked_when_logging(tmp_path):
+    torch.manual_seed(0)
+    engine = LocalEngine(ToyRegressor(), EngineConfig(total_steps=8, grad_accum_steps=2))
+    config = LoopConfig(out_dir=tmp_path, max_steps=6, log_every=2, max_minutes=1e-9, progress=False)
+    result = train(engine, lambda step: iter(BATCHES[2 * step:]), config, ToyMetrics())
+    assert result.stopped_by == "time" and result.step == 2  # the first logging step after the budget
+    assert (tmp_path / "checkpoints" / "step_00000002").is_dir()

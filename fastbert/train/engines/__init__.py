@@ -10,12 +10,12 @@
 
 from __future__ import annotations
 
-import os
-
+import torch
 from torch import nn
 
 from ...errors import UserError
 from ..config import EngineConfig
+from ..launch import discover_launch
 from .base import Engine, TrainingDiverged
 from .graphed import GraphedEngine
 from .local import LocalEngine
@@ -25,12 +25,14 @@ __all__ = ["Engine", "LocalEngine", "GraphedEngine", "TrainingDiverged", "build_
 
 def build_engine(model: nn.Module, config: EngineConfig) -> Engine:
     """DeepSpeed when a DeepSpeed config is given or a launcher started several processes
-    (torchrun/SLURM without one get ZeRO stage 0, i.e. data parallelism); else a local engine."""
-    distributed = config.deepspeed_config is not None or int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
+    (torchrun/SLURM without one get ZeRO stage 0, i.e. data parallelism); else a local engine
+    on this process's GPU."""
+    launch = discover_launch()
+    if config.deepspeed_config is not None or launch.world_size > 1:
         if config.cuda_graphs:
             raise UserError("cuda_graphs works with the local engine only; DeepSpeed runs its own step")
         from .deepspeed_engine import DeepSpeedEngine
 
         return DeepSpeedEngine(model, config)
-    return GraphedEngine(model, config) if config.cuda_graphs else LocalEngine(model, config)
+    device = torch.device("cuda", launch.cuda_index(torch.cuda.device_count())) if torch.cuda.is_available() else torch.device("cpu")
+    return (GraphedEngine if config.cuda_graphs else LocalEngine)(model, config, device)

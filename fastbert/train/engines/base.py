@@ -1,10 +1,13 @@
 """What the training loop needs from an engine: one training step, an evaluation forward, state.
 
 ``train_step(batch)`` runs one micro-batch forward and backward and, when the micro-batch
-closes an accumulation window, the update (clip, optimizer, schedule). Before that update
-the engine checks, once, that no loss of the window was NaN or infinite, and raises
-:class:`TrainingDiverged` instead of stepping on it. ``forward(batch)`` is inference for
-evaluation. How forward and backward run (eagerly, replayed from a CUDA graph, inside
+closes an accumulation window, the update (clip, optimizer, schedule). A window whose loss
+(or gradient norm) was NaN or infinite never reaches the weights: engines that can skip
+the update on the device do so without reading anything on the host and remember the
+step; :meth:`Engine.raise_if_diverged`, which the loop calls when it logs or checkpoints
+anyway, then raises :class:`TrainingDiverged` with that step. Engines that cannot skip
+on the device check before stepping (one host read per update). ``forward(batch)`` is
+inference for evaluation. How forward and backward run (eagerly, replayed from a CUDA graph, inside
 DeepSpeed) is the engine's business, not the loop's.
 """
 
@@ -81,8 +84,13 @@ class Engine(ABC):
         torch.distributed.all_reduce(reduced)
         return reduced.cpu()
 
-    def _raise_if_diverged(self, nonfinite: torch.Tensor) -> None:
-        """The one host read per update: a non-finite loss on any rank stops every rank before it steps."""
+    def raise_if_diverged(self) -> None:
+        """Raise :class:`TrainingDiverged` if an update was skipped for a non-finite loss since the
+        run started (a host read: call it where the host waits for the device anyway)."""
+
+    def _check_before_update(self, nonfinite: torch.Tensor) -> None:
+        """A host read per update, for engines that cannot skip on the device: a non-finite loss
+        on any rank stops every rank before it steps."""
         if self.sum_across_ranks(nonfinite.double().reshape(1)).item() > 0:
             raise TrainingDiverged(f"non-finite loss at step {self.global_step + 1}; the optimizer did not step on it")
 

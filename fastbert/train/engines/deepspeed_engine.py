@@ -11,7 +11,6 @@ import copy
 import logging
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from torch import nn
 from ...errors import UserError
 from ...model.inputs import Batch
 from ..config import EngineConfig
+from ..launch import start_launch
 from ..schedule import build_scheduler
 from .base import AccumulationWindow, Engine
 from .optim import build_optimizer
@@ -78,12 +78,6 @@ def resolve_deepspeed_config(config: EngineConfig, cuda: bool) -> dict[str, Any]
     return ds
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def zero_stage(ds_config: dict[str, Any]) -> int:
     return int(ds_config.get("zero_optimization", {}).get("stage", 0))
 
@@ -96,10 +90,9 @@ class DeepSpeedEngine(Engine):
         from deepspeed.accelerator import get_accelerator
 
         ds_config = resolve_deepspeed_config(config, cuda=get_accelerator().device_name() == "cuda")
-        if "RANK" not in os.environ:
-            # Started without a launcher: a world of one, instead of DeepSpeed's MPI discovery.
-            os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        # The launch as fastbert discovers it (torchrun, srun, mpirun or none), never
+        # DeepSpeed's guess of a world of one (or its mpi4py discovery) when RANK is unset.
+        start_launch()
         deepspeed.init_distributed()
         self.stage = zero_stage(ds_config)
         self.bf16 = bool(ds_config["bf16"]["enabled"])
@@ -129,7 +122,7 @@ class DeepSpeedEngine(Engine):
         closes_window = self.window.add(outputs.loss)
         self.engine.backward(outputs.loss)  # DeepSpeed scales by 1/accumulation itself
         if closes_window:
-            self._raise_if_diverged(self.window.nonfinite)
+            self._check_before_update(self.window.nonfinite)  # DeepSpeed's step cannot be skipped on the device
             self.window.reset()
         self.engine.step()  # DeepSpeed counts micro-batches and updates at the boundary
         return outputs

@@ -14,7 +14,7 @@ from ...errors import UserError
 from ...model.inputs import Batch
 from ..config import EngineConfig
 from ..schedule import build_scheduler
-from .base import AccumulationWindow, Engine
+from .base import AccumulationWindow, Engine, TrainingDiverged
 from .optim import build_optimizer
 
 
@@ -26,12 +26,19 @@ class LocalEngine(Engine):
         self.config = config
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.module = model.to(self.device)
+        # What runs the forward: the module itself, or its compiled wrapper (which shares its
+        # parameters, so state dicts, checkpoints and exports keep using self.module).
+        self.forward_module = torch.compile(self.module, dynamic=True) if config.compile else self.module
         self.optimizer = build_optimizer(model, config.optim, self.device)
         self.scheduler = build_scheduler(self.optimizer, config.warmup_steps, config.total_steps)
         self.autocast_dtype = torch.bfloat16 if config.use_bf16(self.device.type) else None
         self.window = AccumulationWindow(config.grad_accum_steps, self.device)
         self._global_step = 0
-        self._grad_norm: float | None = None
+        self._grad_norm: torch.Tensor | None = None
+        # The first steps whose update was skipped for a non-finite loss / gradient norm (0:
+        # none), kept on the device so that no step reads them.
+        self._first_skipped = torch.zeros(2, dtype=torch.int64, device=self.device)
+        self._skips_on_device = _skips_on_found_inf(self.optimizer)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
@@ -39,7 +46,7 @@ class LocalEngine(Engine):
     def forward_backward(self, batch: Batch) -> Any:
         batch = batch.to(self.device, non_blocking=self.device.type == "cuda")
         with self._autocast():
-            outputs = self.module(batch.inputs, **batch.targets)
+            outputs = self.forward_module(batch.inputs, **batch.targets)
         # The engine owns accumulation: each micro-batch contributes 1/N of the window's gradient.
         (outputs.loss / self.config.grad_accum_steps).backward()
         return outputs
@@ -57,22 +64,33 @@ class LocalEngine(Engine):
         try:
             batch = batch.to(self.device, non_blocking=self.device.type == "cuda")
             with self._autocast():
-                return self.module(batch.inputs, **batch.targets)
+                return self.forward_module(batch.inputs, **batch.targets)
         finally:
             self.module.train(was_training)
 
     def _update(self) -> None:
-        self._raise_if_diverged(self.window.nonfinite)
         max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
-        self._grad_norm = float(norm)
-        if not math.isfinite(self._grad_norm):
-            raise UserError(f"non-finite gradient norm ({self._grad_norm}) at step {self._global_step + 1}; the update was skipped")
+        self._grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
+        skip = self.window.nonfinite | ~torch.isfinite(self._grad_norm)
+        if self._skips_on_device:
+            # The optimizer leaves weights, moments and step count alone when found_inf is set
+            # (the mechanism AMP's grad scaler uses); nothing is read on the host.
+            self.optimizer.found_inf = skip.float()
+            causes = torch.stack([self.window.nonfinite, skip])
+            self._first_skipped = torch.where(causes & (self._first_skipped == 0), self._global_step + 1, self._first_skipped)
+        else:
+            self._check_before_update(skip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=self.grads_set_to_none)
         self.window.reset()
         self._global_step += 1
+
+    def raise_if_diverged(self) -> None:
+        loss_step, any_step = self._first_skipped.tolist()
+        if any_step:
+            what = "loss" if loss_step == any_step else "gradient norm"
+            raise TrainingDiverged(f"non-finite {what} at step {any_step}; the optimizer did not step on it")
 
     @property
     def global_step(self) -> int:
@@ -80,7 +98,7 @@ class LocalEngine(Engine):
 
     @property
     def grad_norm(self) -> float | None:
-        return self._grad_norm
+        return None if self._grad_norm is None else float(self._grad_norm)
 
     def get_lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
@@ -94,7 +112,7 @@ class LocalEngine(Engine):
             "scheduler": self.scheduler.state_dict(),
             "micro_step": self.window.micro_step,
             "global_step": self._global_step,
-            "grad_norm": self._grad_norm,
+            "grad_norm": self.grad_norm,
             "client_state": client_state,
         }
         torch.save(state, directory / "engine.pt")
@@ -109,8 +127,16 @@ class LocalEngine(Engine):
         self.scheduler.load_state_dict(state["scheduler"])
         self.window.micro_step = state["micro_step"]
         self._global_step = state["global_step"]
-        self._grad_norm = state["grad_norm"]
+        self._grad_norm = None if state["grad_norm"] is None else torch.tensor(state["grad_norm"], device=self.device)
         return state["client_state"]
 
     def export_hf(self, out_dir: str | os.PathLike, tokenizer: Any = None) -> None:
         self.module.save_pretrained(out_dir, tokenizer=tokenizer)
+
+
+def _skips_on_found_inf(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step()`` honours ``optimizer.found_inf`` (torch's fused Adam/AdamW
+    do, as does fastbert's LAMB); other optimizers get the host check before each update."""
+    if isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
+        return bool(optimizer.defaults.get("fused"))
+    return bool(getattr(optimizer, "skips_on_found_inf", False))

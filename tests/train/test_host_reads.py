@@ -1,0 +1,119 @@
+"""No device-to-host read in the steady-state training step, for pretraining and fine-tuning.
+
+On a GPU every ``.item()``, ``bool(tensor)``, ``.tolist()``, ``.cpu()`` or ``.numpy()`` of a
+device tensor makes the host wait for the device, so the host can no longer queue the next
+step while the GPU runs this one. On a CPU all tensors are host tensors, so the test counts
+the calls themselves: an aten ``_local_scalar_dense`` (what ``.item()``, ``bool()`` and
+``int()`` of a tensor dispatch) or a call of the other three. Reads made while the loop logs,
+evaluates or checkpoints are allowed (the host waits there anyway), and so are reads made
+while producing batches (host tensors, in DataLoader workers on a GPU). Everything else,
+between two logging steps, must be zero.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from fastbert.train.engines import LocalEngine
+
+# The loop's own functions that run only at logging, evaluation and checkpoint steps.
+SYNC_POINTS = {"log", "run_evaluation", "check_finite", "save", "_publish_model"}
+# Where batches are made: host tensors only.
+DATA_FUNCTIONS = {"batches", "make_batches", "collate"}
+DATA_PATHS = ("/fastbert/data/", "/torch/utils/data/")
+LOOP_FILE = str(Path("fastbert") / "train" / "loop.py")
+
+
+class HostReads(TorchDispatchMode):
+    """Records, per read, whether it happened inside the loop's steady-state step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_step: list[str] = []
+        self.at_sync_points = 0
+
+    def record(self, what: str) -> None:
+        names, in_loop = [], False
+        frame = sys._getframe(1)
+        while frame is not None:
+            code = frame.f_code
+            names.append(code.co_name)
+            if code.co_filename.endswith(LOOP_FILE) and code.co_name == "train":
+                in_loop = True
+            if code.co_name in DATA_FUNCTIONS or any(p in code.co_filename for p in DATA_PATHS):
+                return  # making a batch
+            frame = frame.f_back
+        if not in_loop:
+            return  # set-up before the first step
+        if SYNC_POINTS & set(names):
+            self.at_sync_points += 1
+        else:
+            self.in_step.append(f"{what} in {' <- '.join(names[:6])}")
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.record("item/bool/int")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    reads = HostReads()
+    for name in ("tolist", "cpu", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            reads.record(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    with reads:
+        yield reads
+
+
+def pretrain(data: Path, out: Path):
+    from fastbert.train.config import PretrainConfig
+    from fastbert.train.pretrain import run_pretraining
+
+    config = PretrainConfig(model="tiny", max_steps=12, log_every=4, batch_size=4, num_workers=0, seed=3)
+    return run_pretraining(config, data, out, progress=False)
+
+
+def test_pretraining_steps_read_nothing_from_the_device_between_logs(tiny_pretraining_data, tmp_path, host_reads):
+    result = pretrain(tiny_pretraining_data, tmp_path)
+    assert result.step == 12 and [r["step"] for r in result.records] == [4, 8, 12]
+    assert host_reads.in_step == []
+    assert host_reads.at_sync_points > 0  # the detector sees the logging steps' reads
+
+
+def test_fine_tuning_steps_read_nothing_from_the_device_between_logs(minilm_dir, shared_data, tmp_path, host_reads):
+    from fastbert.finetune.config import FinetuneConfig
+    from fastbert.finetune.runner import run_finetune
+    from fastbert.train.config import OptimizerConfig
+
+    config = FinetuneConfig(
+        task="cola", data_dir=shared_data / "cola", init=minilm_dir, out=tmp_path, epochs=2, batch_size=8,
+        max_seq_len=32, max_train_examples=64, log_every=4, optim=OptimizerConfig(lr=1e-4),
+    )
+    (run,) = run_finetune(config)["runs"]
+    assert [e["train_steps"] for e in run["epochs"]] == [8, 8]
+    assert host_reads.in_step == []
+    assert host_reads.at_sync_points > 0
+
+
+def test_the_detector_catches_a_read_in_the_step(tiny_pretraining_data, tmp_path, monkeypatch, host_reads):
+    step = LocalEngine.train_step
+
+    def reading_step(self, batch):
+        outputs = step(self, batch)
+        outputs.loss.item()  # what the loop used to do for its non-finite check
+        return outputs
+
+    monkeypatch.setattr(LocalEngine, "train_step", reading_step)
+    pretrain(tiny_pretraining_data, tmp_path)
+    assert len(host_reads.in_step) == 12
