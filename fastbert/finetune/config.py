@@ -42,6 +42,10 @@ class FinetuneConfig:
     """torch.compile the model (one process, no DeepSpeed, no cuda_graphs)."""
     log_every: int = 50
     """Log training metrics every N optimizer steps."""
+    report_to: str = "jsonl"
+    """Where metrics go besides metrics.jsonl (always written): comma-separated tensorboard, wandb,
+    mlflow (optional extras; see fastbert.train.trackers). Training metrics every log_every steps,
+    dev metrics every epoch."""
     command: list[str] = field(default_factory=list)
     """The command line that started the run, recorded in results.json."""
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import shutil
 import statistics
 import time
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 
 from .. import atomic
-from ..environment import package_versions
+from ..environment import environment_versions
 from ..errors import UserError
 from ..model import Batch, BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification
 from ..tokenizer import load_tokenizer
@@ -30,6 +29,7 @@ from ..train.config import EngineConfig
 from ..train.engines import Engine, build_engine
 from ..train.loop import LoopConfig
 from ..train.loop import train as train_loop
+from ..train.trackers import check_report_to
 from .collate import collate, epoch_order, rank_batches
 from .config import FinetuneConfig
 from .encoding import PairEncoder
@@ -45,6 +45,7 @@ HEADS = {SPAN: BertForQuestionAnswering, MULTIPLE_CHOICE: BertForMultipleChoice}
 def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
     """Train and evaluate every seed; write ``results.json`` into ``config.out`` and return it."""
     task = get_task(config.task)
+    check_report_to(config.report_to)  # a missing tracker package fails now, not after the data is encoded
     if config.cuda_graphs and task.kind != CLASSIFICATION:
         raise UserError(f"--cuda-graphs supports classification tasks; {task.name} is a {task.kind} task")
     paths = task.files(config.data_dir)
@@ -63,7 +64,7 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
     results = {
         "task": task.name,
         "command": config.command,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k != "command"},
+        "config": settings(config),
         "versions": environment_versions(),
         "runs": runs,
         "summary": summarize(runs),
@@ -130,6 +131,7 @@ def _run_seed(
     loop = LoopConfig(
         out_dir=run_dir, max_steps=steps_per_epoch * config.epochs, log_every=config.log_every,
         eval_every=steps_per_epoch, save_final=False, progress=False,
+        report_to=config.report_to, settings={**settings(config), "seed": seed},
     )
     train_loop(engine, batches, loop, LossOnly(), evaluate=evaluate_epoch)
     run = {
@@ -141,6 +143,11 @@ def _run_seed(
         "model_dir": str(run_dir / "model"),
     }
     return run, engine.is_main
+
+
+def settings(config: FinetuneConfig) -> dict[str, Any]:
+    """The run's settings as plain values (paths as text), for results.json and the trackers."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k != "command"}
 
 
 class LossOnly:
@@ -200,11 +207,3 @@ def _print_summary(task: Task, summary: dict, seeds: tuple[int, ...]) -> None:
     for split, metrics in summary.items():
         for metric, s in metrics.items():
             print(f"  {split:>14} {metric:>12}: mean {s['mean']:.4f}  median {s['median']:.4f}  std {s['std']:.4f}")
-
-
-def environment_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), **package_versions()}
-    versions["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
-    return versions
-
-

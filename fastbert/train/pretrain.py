@@ -15,9 +15,12 @@ from ..errors import UserError
 from ..model.inputs import IGNORE_INDEX, Batch
 from .config import PretrainConfig
 from .engines import build_engine
+from .evaluation import HeldOutEvaluation, held_out_batches
 from .loop import LoopConfig, LoopResult, train
 from .metrics import flops_per_token
+from .run_record import write_run_record
 from .sampler import DataOrder
+from .trackers import check_report_to
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +143,9 @@ def run_pretraining(
     from ..data.dataset import PretrainingDataset
     from ..model import BertConfig, BertForPreTraining
 
+    check_report_to(config.report_to)  # a missing tracker package fails now, not at the first log
     dataset = PretrainingDataset(data_dir)
+    held_out = _held_out_dataset(config, dataset)
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     if config.init_from:
         model = BertForPreTraining.from_pretrained(config.init_from, **config.model_overrides)
@@ -158,14 +163,25 @@ def run_pretraining(
         config, dataset, rank=engine.rank, world_size=engine.world_size,
         tokenizer_dir=tokenizer_dir, pin_memory=engine.device.type == "cuda",
     )
+    evaluate = None
+    if held_out is not None:
+        batches = held_out_batches(held_out, data.tokenizer, batch_size=2 * config.batch_size, max_pairs=config.eval_pairs,
+                                   mlm_probability=config.mlm_probability)
+        evaluate = HeldOutEvaluation(engine, batches)
+    if engine.is_main:
+        write_run_record(out_dir, config, data_dir=data_dir, deepspeed_config=deepspeed_config,
+                         world_size=engine.world_size, resume=resume)
     loop_config = LoopConfig(
         out_dir=Path(out_dir),
         max_steps=config.max_steps,
         log_every=config.log_every,
+        eval_every=config.eval_every,
         save_every=config.save_every,
         max_minutes=config.max_minutes,
         progress=progress,
         run_info={"seed": config.seed, "global_batch_size": data.order.global_batch_size, "data_pairs": len(dataset)},
+        report_to=config.report_to,
+        settings=config.settings(),
     )
     if engine.is_main:
         logger.info(
@@ -174,9 +190,24 @@ def run_pretraining(
             config.batch_size, config.grad_accum_steps, engine.world_size, data.order.steps_per_epoch,
         )
     return train(
-        engine, data.batches, loop_config, PretrainingMetrics(), resume=resume,
+        engine, data.batches, loop_config, PretrainingMetrics(), evaluate=evaluate, resume=resume,
         tokenizer=data.tokenizer, flops_per_token=model_flops,
     )
+
+
+def _held_out_dataset(config: PretrainConfig, dataset):
+    """The prepared held-out pairs ``eval_data`` names (None without), checked against the training data."""
+    from ..data.dataset import PretrainingDataset
+
+    if not config.eval_data:
+        if config.eval_every:
+            raise UserError("eval_every is set but eval_data is not: name a prepared directory of held-out pairs")
+        return None
+    held_out = PretrainingDataset(config.eval_data)
+    if held_out.metadata["tokenizer"]["hash"] != dataset.metadata["tokenizer"]["hash"]:
+        raise UserError(f"{config.eval_data}: prepared with another tokenizer than {dataset.directory}; "
+                        "prepare the held-out documents with the training data's tokenizer")
+    return held_out
 
 
 def _flops_model(model) -> Any:
