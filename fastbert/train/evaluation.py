@@ -7,7 +7,8 @@ Nothing here draws from a global RNG or the training data order, and the model r
 eval mode (no dropout), so evaluating never changes what training sees.
 
 MLM loss and accuracy are over all masked tokens of the set (not a mean of batch means),
-perplexity is ``exp`` of that loss, NSP loss and accuracy are over its pairs.
+perplexity is ``exp`` of that loss, NSP loss and accuracy are over its pairs, and
+``nsp_majority`` is the accuracy of always giving the more frequent NSP label on them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .engines import Engine
 HELD_OUT_MASK_SEED = 0x5EED
 """Seeds the held-out masks; fixed, so that runs with different training seeds are scored on the same masks."""
 
-SUMS = ("mlm_loss_sum", "mlm_correct", "mlm_count", "nsp_loss_sum", "nsp_correct", "nsp_count")
+SUMS = ("mlm_loss_sum", "mlm_correct", "mlm_count", "nsp_loss_sum", "nsp_correct", "nsp_count", "nsp_not_next")
 
 
 def held_out_batches(dataset, tokenizer, *, batch_size: int, max_pairs: int | None, mlm_probability: float) -> list[Batch]:
@@ -42,7 +43,7 @@ def held_out_batches(dataset, tokenizer, *, batch_size: int, max_pairs: int | No
 
 def pretraining_sums(mlm_logits: torch.Tensor, mlm_labels: torch.Tensor, nsp_logits: torch.Tensor,
                      nsp_labels: torch.Tensor) -> torch.Tensor:
-    """float64 [6] in :data:`SUMS` order for one batch; any model's outputs reduce to these
+    """float64 [7] in :data:`SUMS` order for one batch; any model's outputs reduce to these
     (fastbert's masked rows, or transformers' logits gathered at the labelled positions)."""
     real = mlm_labels != IGNORE_INDEX
     mlm_logits, mlm_labels = mlm_logits[real].float(), mlm_labels[real]
@@ -54,6 +55,7 @@ def pretraining_sums(mlm_logits: torch.Tensor, mlm_labels: torch.Tensor, nsp_log
         F.cross_entropy(nsp_logits, nsp_labels, reduction="sum").double(),
         (nsp_logits.argmax(-1) == nsp_labels).sum().double(),
         torch.tensor(float(nsp_labels.numel()), dtype=torch.float64, device=nsp_logits.device),
+        nsp_labels.sum().double(),
     ])
 
 
@@ -67,6 +69,8 @@ def summarize(sums: list[float]) -> dict[str, float]:
         "mlm_perplexity": math.exp(min(mlm_loss, 700.0)),  # exp overflows float past ~709
         "nsp_loss": total["nsp_loss_sum"] / max(1.0, total["nsp_count"]),
         "nsp_acc": total["nsp_correct"] / max(1.0, total["nsp_count"]),
+        # What always answering the more frequent NSP label scores on these pairs: the bar to clear.
+        "nsp_majority": max(total["nsp_not_next"], total["nsp_count"] - total["nsp_not_next"]) / max(1.0, total["nsp_count"]),
         "pairs": int(total["nsp_count"]),
     }
 

@@ -48,6 +48,8 @@ def test_fixed_masks_give_identical_numbers_for_identical_weights(tiny_held_out_
     assert other["mlm_loss"] != first["mlm_loss"]  # the numbers do depend on the weights
     assert first["pairs"] == 48 and first["mlm_perplexity"] == pytest.approx(math.exp(first["mlm_loss"]))
     assert 0 <= first["mlm_acc"] <= 1 and 0 <= first["nsp_acc"] <= 1
+    not_next = torch.cat([b.targets["next_sentence_label"] for b in batches]).double().mean().item()
+    assert first["nsp_majority"] == pytest.approx(max(not_next, 1 - not_next))
 
 
 def test_held_out_losses_are_the_models_own_over_the_whole_set(tiny_held_out_data):
