@@ -33,7 +33,8 @@ from fastbert.finetune.config import FinetuneConfig  # noqa: E402
 from fastbert.finetune.encoding import PairEncoder  # noqa: E402
 from fastbert.finetune.features import build_split  # noqa: E402
 from fastbert.finetune.metrics import label_metrics  # noqa: E402
-from fastbert.finetune.runner import environment_versions, run_finetune, seed_statistics  # noqa: E402
+from fastbert.environment import environment_versions  # noqa: E402
+from fastbert.finetune.runner import run_finetune, seed_statistics  # noqa: E402
 from fastbert.finetune.tasks import get_task  # noqa: E402
 from fastbert.tokenizer import load_tokenizer  # noqa: E402
 from fastbert.train.config import OPTIMIZER_SETTINGS, OptimizerConfig  # noqa: E402

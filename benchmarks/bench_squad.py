@@ -38,7 +38,8 @@ from fastbert.finetune.config import FinetuneConfig  # noqa: E402
 from fastbert.finetune.encoding import PairEncoder  # noqa: E402
 from fastbert.finetune.features import build_split  # noqa: E402
 from fastbert.finetune.metrics import squad_metrics  # noqa: E402
-from fastbert.finetune.runner import environment_versions, run_finetune, seed_statistics  # noqa: E402
+from fastbert.environment import environment_versions  # noqa: E402
+from fastbert.finetune.runner import run_finetune, seed_statistics  # noqa: E402
 from fastbert.finetune.squad import postprocess_squad  # noqa: E402
 from fastbert.finetune.tasks import get_task  # noqa: E402
 from fastbert.tokenizer import load_tokenizer  # noqa: E402

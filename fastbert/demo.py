@@ -1,15 +1,22 @@
 """``fastbert demo``: the whole pipeline offline, on text every Python installation has.
 
 With no ``--corpus``, the corpus is the docstrings of the installed standard library: one
-module per document, one sentence per line. The demo trains a WordPiece tokenizer on it,
-prepares NSP/MLM pairs, pretrains the mini preset for a few minutes while MLM and NSP
-accuracy rise, and writes an HF model directory plus a short markdown report.
+module per document, one sentence per line. Every tenth document is held out; the demo
+trains a WordPiece tokenizer on the rest, prepares NSP/MLM pairs of both, pretrains the
+mini preset for a few minutes while evaluating on the held-out pairs, and writes an HF
+model directory plus a short markdown report.
+
+The run is sized to the machine: a few steps are timed first (and one held-out
+evaluation), and the step count is set so that the schedule, which decays the learning
+rate to 0 at the last step, ends within the time budget. A run cut short by the clock
+instead would stop at a high learning rate, before NSP has learnt anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import logging
 import os
 import re
@@ -32,6 +39,14 @@ DUPE_FACTOR = 10
 # majority-class rate and at 2e-3 MLM stayed on the unigram plateau; at 5e-4 both rise
 # (NSP 0.55 -> 0.62 on fresh pairs, MLM 0.05 -> 0.15).
 LEARNING_RATE = 5e-4
+HELD_OUT_EVERY = 10
+"""Every tenth document is held out (whole documents: no held-out sentence is ever trained on)."""
+EVALUATIONS = 5
+"""Held-out evaluations in a run (every fifth of it), besides the one the step timing makes."""
+TIMED_STEPS = 8
+"""Steps of the timing run; the last half (after warm-up) give the step time."""
+SAFETY = 0.95
+"""Share of the remaining budget given to planned steps (the final checkpoint and timing noise take the rest)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,11 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--corpus", nargs="+", metavar="FILE_OR_GLOB",
                         help="corpus files (one sentence per line, blank line between documents); default: the stdlib's docstrings")
     parser.add_argument("--minutes", type=float, help="training time budget (default 5 on a CPU, 2 on a GPU)")
-    parser.add_argument("--max-steps", type=int, help="stop after this many steps even if time is left")
+    parser.add_argument("--max-steps", type=int, help="train exactly this many steps instead of sizing the run to the time budget")
     parser.add_argument("--vocab-size", type=int, default=8192)
     parser.add_argument("--max-seq-len", type=int, default=64,
                         help="tokens per pair (64: twice the steps of 128 in the same minutes, enough to leave the unigram plateau)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--held-out-pairs", type=int, default=1024, help="held-out pairs to evaluate on (default 1024)")
     parser.add_argument("--seed", type=int, default=1234)
     parser.set_defaults(func=run)
 
@@ -103,7 +119,7 @@ def write_corpus(documents: list[list[str]], path: Path) -> None:
 
 # ---- the run ---------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    from .data.corpus import expand_corpus_paths
+    from .data.corpus import expand_corpus_paths, read_documents
     from .data.prepare import PrepareSettings, prepare_pretraining_data
     from .tokenizer import train_tokenizer
     from .train.config import OptimizerConfig, PretrainConfig
@@ -128,44 +144,92 @@ def run(args: argparse.Namespace) -> int:
 
     if args.corpus:
         corpus_files = expand_corpus_paths(args.corpus)
+        documents = read_documents(corpus_files)
         corpus_name = ", ".join(str(p) for p in corpus_files[:3]) + (" ..." if len(corpus_files) > 3 else "")
     else:
         print("building a corpus from the standard library's docstrings ...", flush=True)
-        corpus_files = [out / "corpus" / "stdlib_docstrings.txt"]
-        write_corpus(stdlib_documents(), corpus_files[0])
+        documents = stdlib_documents()
         corpus_name = f"docstrings of the Python {sysconfig.get_python_version()} standard library"
-    corpus_stats = _corpus_stats(corpus_files)
-    print(f"corpus: {corpus_stats['documents']:,} documents, {corpus_stats['sentences']:,} sentences, "
-          f"{corpus_stats['words']:,} words", flush=True)
+    train_documents, held_out_documents = split_held_out(documents)
+    corpus, held_out_corpus = out / "corpus" / "train.txt", out / "corpus" / "held_out.txt"
+    write_corpus(train_documents, corpus)
+    write_corpus(held_out_documents, held_out_corpus)
+    corpus_stats = _corpus_stats([corpus, held_out_corpus])
+    print(f"corpus: {corpus_stats['documents']:,} documents ({len(held_out_documents):,} held out), "
+          f"{corpus_stats['sentences']:,} sentences, {corpus_stats['words']:,} words", flush=True)
 
     print("training a WordPiece tokenizer ...", flush=True)
-    train_tokenizer(corpus_files, args.vocab_size, lowercase=True, out_dir=out / "tokenizer")
+    train_tokenizer([corpus], args.vocab_size, lowercase=True, out_dir=out / "tokenizer")
     print("preparing NSP/MLM pairs ...", flush=True)
     # BERT's dupe factor: ten differently split and paired passes over a small corpus, so
     # a few minutes of training see fresh NSP pairs instead of memorising a few thousand.
-    metadata = prepare_pretraining_data(
-        [str(p) for p in corpus_files], out / "tokenizer", out / "data",
-        PrepareSettings(max_seq_len=args.max_seq_len, seed=args.seed, dupe_factor=DUPE_FACTOR), workers=1,
-    )
+    settings = PrepareSettings(max_seq_len=args.max_seq_len, seed=args.seed, dupe_factor=DUPE_FACTOR)
+    metadata = prepare_pretraining_data([str(corpus)], out / "tokenizer", out / "data", settings, workers=1)
+    held_out_metadata = prepare_pretraining_data([str(held_out_corpus)], out / "tokenizer", out / "held_out", settings, workers=1)
     prep_seconds = time.perf_counter() - started
 
     config = PretrainConfig(
         model="mini", batch_size=args.batch_size, optim=OptimizerConfig(lr=LEARNING_RATE, warmup_ratio=0.06), seed=args.seed,
-        log_every=10, save_every=0, num_workers=0, max_minutes=minutes,
-        max_steps=args.max_steps or _steps_for_budget(minutes, cuda),
+        log_every=10, save_every=0, num_workers=0, eval_data=str(out / "held_out"), eval_pairs=args.held_out_pairs,
     )
-    print(f"pretraining BERT-mini for up to {minutes:g} minutes ({config.max_steps} steps) ...", flush=True)
+    if args.max_steps:
+        config = dataclasses.replace(config, max_steps=args.max_steps, eval_every=max(1, args.max_steps // EVALUATIONS))
+        sizing = "--max-steps"
+    else:
+        training_started = time.perf_counter()
+        timing = time_steps(config, out)
+        remaining = 60 * minutes - (time.perf_counter() - training_started)
+        steps = plan_steps(remaining, timing)
+        # The clock stays as a backstop, for a run twice as slow as timed: it stops with a checkpoint.
+        planned_seconds = steps * timing.step_seconds + (EVALUATIONS + 1) * timing.eval_seconds
+        config = dataclasses.replace(config, max_steps=steps, eval_every=max(1, steps // EVALUATIONS),
+                                     max_minutes=2 * planned_seconds / 60)
+        sizing = (f"timed {timing.step_seconds:.3f} s per step and {timing.eval_seconds:.1f} s per held-out evaluation: "
+                  f"{steps} steps fill the {minutes:g}-minute budget")
+        print(sizing, flush=True)
+    print(f"pretraining BERT-mini for {config.max_steps} steps, evaluating on up to {args.held_out_pairs:,} held-out pairs "
+          f"every {config.eval_every} steps ...", flush=True)
     result = run_pretraining(config, out / "data", out / "train", progress=True)
-    _write_report(out, args, corpus_name, corpus_stats, metadata, config, result, prep_seconds, time.perf_counter() - started)
+    summary = _write_report(out, args, corpus_name, corpus_stats, metadata, held_out_metadata, config, result, sizing,
+                            prep_seconds, time.perf_counter() - started)
+    print(summary)
     print(f"model: {out / 'train' / 'model'}\nreport: {out / 'report.md'}")
     return 0
 
 
-def _steps_for_budget(minutes: float, cuda: bool) -> int:
-    """A step count the budget roughly allows, so the learning rate decays within it (the clock still stops the run)."""
-    # Mini, batch 32 x 64 tokens: measured 0.29-0.32 s on an idle 2-core CPU.
-    seconds_per_step = 0.02 if cuda else 0.32
-    return max(20, int(minutes * 60 / seconds_per_step))
+def split_held_out(documents: list[list[str]]) -> tuple[list[list[str]], list[list[str]]]:
+    """Every HELD_OUT_EVERY-th document held out, the rest for training."""
+    held_out = documents[HELD_OUT_EVERY - 1 :: HELD_OUT_EVERY]
+    train = [doc for i, doc in enumerate(documents) if (i + 1) % HELD_OUT_EVERY]
+    if len(held_out) < 2:
+        raise UserError(f"the corpus has {len(documents)} documents; the demo needs at least {2 * HELD_OUT_EVERY} "
+                        f"(every {HELD_OUT_EVERY}th is held out)")
+    return train, held_out
+
+
+@dataclasses.dataclass(frozen=True)
+class StepTiming:
+    step_seconds: float
+    """Seconds per training step after warm-up."""
+    eval_seconds: float
+    """Seconds per held-out evaluation."""
+
+
+def time_steps(config, out: Path) -> StepTiming:
+    """Time TIMED_STEPS steps of the run the demo makes (same model, data and engine), and one held-out evaluation."""
+    from .train.pretrain import run_pretraining
+
+    probe = dataclasses.replace(config, max_steps=TIMED_STEPS, log_every=TIMED_STEPS // 2, eval_every=0)
+    result = run_pretraining(probe, out / "data", out / "timing", progress=False)
+    shutil.rmtree(out / "timing")
+    warm = result.records[-1]  # the second half of the steps
+    return StepTiming(config.batch_size / warm["sequences_per_s"], result.evaluations[-1]["eval"]["seconds"])
+
+
+def plan_steps(seconds: float, timing: StepTiming) -> int:
+    """Steps that fit ``seconds`` together with the run's held-out evaluations (at least 20)."""
+    evaluations = EVALUATIONS + 1  # every fifth of the run, and at the end when the steps do not divide evenly
+    return max(20, int(SAFETY * (seconds - evaluations * timing.eval_seconds) / timing.step_seconds))
 
 
 def _corpus_stats(files: list[Path]) -> dict[str, int]:
@@ -180,43 +244,66 @@ def _corpus_stats(files: list[Path]) -> dict[str, int]:
     return {"documents": documents, "sentences": sentences, "words": words, "bytes": size}
 
 
-def _write_report(out, args, corpus_name, corpus_stats, metadata, config, result, prep_seconds, total_seconds) -> None:
+def _write_report(out, args, corpus_name, corpus_stats, metadata, held_out_metadata, config, result, sizing,
+                  prep_seconds, total_seconds) -> str:
+    """Write report.md; returns its summary of the held-out numbers."""
     import torch
 
     records = result.records
     last = records[-1]
     # One logged step is 10 batches: NSP accuracy over 320 pairs moves by +-0.03 from noise
-    # alone, so the rise is shown as the first tenth of the run against the last tenth.
+    # alone, so the training rise is shown as the first tenth of the run against the last tenth.
     tenth = max(1, len(records) // 10)
     early, late = records[:tenth], records[-tenth:]
+    evaluations = [{"step": e["step"], **e["eval"]} for e in result.evaluations]
+    first, final = evaluations[0], evaluations[-1]
+    held_out_next = held_out_metadata["splits"]["train"]["is_next_fraction"]
     is_next = metadata["splits"]["train"]["is_next_fraction"]
+    summary = "\n".join([
+        f"- held-out ({final['pairs']:,} pairs of unseen documents, the same masks at every evaluation), "
+        f"step {first['step']} → {final['step']}:",
+        f"  - MLM loss {first['mlm_loss']:.3f} → {final['mlm_loss']:.3f} (perplexity {first['mlm_perplexity']:.0f} → "
+        f"{final['mlm_perplexity']:.0f}), MLM accuracy {first['mlm_acc']:.3f} → {final['mlm_acc']:.3f}",
+        f"  - NSP accuracy {first['nsp_acc']:.3f} → {final['nsp_acc']:.3f} (always guessing the majority class scores "
+        f"{final['nsp_majority']:.3f}), NSP loss {first['nsp_loss']:.3f} → {final['nsp_loss']:.3f}",
+    ])
     steps_table = [r for r in records if r["step"] % max(1, len(records) // 10 * config.log_every) == 0 or r is last]
     lines = [
         "# fastbert demo",
         "",
         f"- corpus: {corpus_name}: {corpus_stats['documents']:,} documents, {corpus_stats['sentences']:,} sentences, "
-        f"{corpus_stats['words']:,} words ({corpus_stats['bytes'] / 1e6:.1f} MB)",
-        f"- tokenizer: WordPiece, {args.vocab_size:,} tokens, lowercased",
-        f"- pretraining pairs: {metadata['splits']['train']['pairs']:,} of up to {args.max_seq_len} tokens "
-        f"({metadata['splits']['train']['is_next_fraction']:.0%} IsNext)",
+        f"{corpus_stats['words']:,} words ({corpus_stats['bytes'] / 1e6:.1f} MB); every {HELD_OUT_EVERY}th document held out",
+        f"- tokenizer: WordPiece, {args.vocab_size:,} tokens, lowercased, trained on the training documents",
+        f"- pretraining pairs: {metadata['splits']['train']['pairs']:,} for training, {held_out_metadata['splits']['train']['pairs']:,} held out, "
+        f"of up to {args.max_seq_len} tokens ({is_next:.0%} and {held_out_next:.0%} IsNext)",
         f"- model: BERT-{config.model}, batch {config.batch_size}, AdamW lr {config.optim.lr:g}, "
         f"device {'cuda' if torch.cuda.is_available() else 'cpu'}",
-        f"- steps: {result.step} (stopped by {result.stopped_by}); preparation {prep_seconds:.0f} s, "
+        f"- steps: {result.step} (stopped by {result.stopped_by}; {sizing}); preparation {prep_seconds:.0f} s, "
         f"total {total_seconds / 60:.1f} min",
-        f"- MLM accuracy: {_mean(early, 'mlm_acc'):.3f} over steps {_span(early)} → {_mean(late, 'mlm_acc'):.3f} over steps {_span(late)}",
-        f"- NSP accuracy: {_mean(early, 'nsp_acc'):.3f} over steps {_span(early)} → {_mean(late, 'nsp_acc'):.3f} over steps {_span(late)} "
-        f"(always guessing the majority class scores {max(is_next, 1 - is_next):.3f})",
+        summary,
+        f"- training MLM accuracy: {_mean(early, 'mlm_acc'):.3f} over steps {_span(early)} → {_mean(late, 'mlm_acc'):.3f} "
+        f"over steps {_span(late)}; NSP accuracy {_mean(early, 'nsp_acc'):.3f} → {_mean(late, 'nsp_acc'):.3f}",
         f"- throughput: {last['tokens_per_s']:,.0f} tokens/s, {last['sequences_per_s']:.1f} sequences/s",
+        "",
+        "Held-out evaluations:",
+        "",
+        "| step | MLM loss | perplexity | MLM acc | NSP loss | NSP acc |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        *(f"| {e['step']} | {e['mlm_loss']:.3f} | {e['mlm_perplexity']:.1f} | {e['mlm_acc']:.3f} | {e['nsp_loss']:.3f} | "
+          f"{e['nsp_acc']:.3f} |" for e in evaluations),
+        "",
+        "Training (each row: the 10 steps up to it):",
         "",
         "| step | loss | MLM loss | MLM acc | NSP loss | NSP acc |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
         *(f"| {r['step']} | {r['loss']:.3f} | {r['mlm_loss']:.3f} | {r['mlm_acc']:.3f} | {r['nsp_loss']:.3f} | {r['nsp_acc']:.3f} |" for r in steps_table),
         "",
-        f"The model directory `{out / 'train' / 'model'}` loads with "
-        "`transformers.BertForPreTraining.from_pretrained`; every logged step is in `train/metrics.jsonl`.",
+        f"The model directory `{out / 'train' / 'model'}` loads with `transformers.BertForPreTraining.from_pretrained`; "
+        "every logged step and evaluation is in `train/metrics.jsonl`, the run's settings in `train/run.yaml`.",
         "",
     ]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    return summary
 
 
 def _mean(records: list[dict], key: str) -> float:

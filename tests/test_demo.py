@@ -1,26 +1,48 @@
-"""``fastbert demo`` with a tiny budget: every artefact exists and the model loads in transformers."""
+"""``fastbert demo`` with a tiny budget: sized to the machine, held-out numbers, every artefact, a model transformers loads."""
 
 from __future__ import annotations
 
 import json
+import re
+import time
 
 import pytest
 
 from fastbert.cli import main
-from fastbert.demo import is_sentence, prose_paragraphs
+from fastbert.demo import StepTiming, is_sentence, plan_steps, prose_paragraphs
+from fastbert.train.engines import LocalEngine
 
 
-def test_demo_runs_end_to_end_on_the_stdlib_docstrings(tmp_path):
+def test_demo_runs_end_to_end_sized_to_a_slow_machine(tmp_path, monkeypatch):
+    # A machine slower than any seen: every step takes 0.15 s more. The demo must time that and
+    # plan its steps to end inside the budget (by max_steps, never by the clock).
+    step = LocalEngine.train_step
+
+    def slow_step(self, batch):
+        time.sleep(0.15)
+        return step(self, batch)
+
+    monkeypatch.setattr(LocalEngine, "train_step", slow_step)
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--max-steps", "20", "--batch-size", "8", "--vocab-size", "2000"]) == 0
+    assert main(["demo", "--out", str(out), "--minutes", "0.3", "--batch-size", "8", "--vocab-size", "2000",
+                 "--held-out-pairs", "96"]) == 0
 
-    corpus = (out / "corpus" / "stdlib_docstrings.txt").read_text(encoding="utf-8")
+    corpus = (out / "corpus" / "train.txt").read_text(encoding="utf-8")
     documents = [d for d in corpus.split("\n\n") if d.strip()]
+    held_out = [d for d in (out / "corpus" / "held_out.txt").read_text(encoding="utf-8").split("\n\n") if d.strip()]
     assert len(documents) > 100 and all(len(d.splitlines()) >= 2 for d in documents)
-    records = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [10, 20]
+    assert len(held_out) == (len(documents) + len(held_out)) // 10 and not set(held_out) & set(documents)
     report = (out / "report.md").read_text(encoding="utf-8")
-    assert "MLM accuracy" in report and "NSP accuracy" in report and "20 (stopped by max_steps)" in report
+    timed = float(re.search(r"timed ([0-9.]+) s per step", report).group(1))
+    planned = int(re.search(r"([0-9]+) steps fill the 0.3-minute budget", report).group(1))
+    assert timed >= 0.15  # the slow step was measured
+    assert planned * timed <= 18 or planned == 20  # and the steps fit the budget (20 is the floor)
+    assert f"{planned} (stopped by max_steps" in report
+    records = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
+    evaluations = [r for r in records if "eval" in r]
+    assert [r["step"] for r in records if "loss" in r][-1] == planned
+    assert len(evaluations) >= 5 and evaluations[-1]["step"] == planned
+    assert "held-out" in report and "MLM loss" in report and "NSP accuracy" in report
 
     transformers = pytest.importorskip("transformers")
     model = transformers.BertForPreTraining.from_pretrained(out / "train" / "model")
@@ -32,8 +54,9 @@ def test_demo_runs_end_to_end_on_the_stdlib_docstrings(tmp_path):
     small_corpus.write_text("\n\n".join(documents[:60]) + "\n", encoding="utf-8")
     assert main(["demo", "--out", str(out), "--corpus", str(small_corpus), "--max-steps", "2", "--batch-size", "4",
                  "--vocab-size", "600"]) == 0
-    assert "2 (stopped by max_steps)" in (out / "report.md").read_text(encoding="utf-8")
-    assert not (out / "corpus").exists()
+    assert "2 (stopped by max_steps; --max-steps)" in (out / "report.md").read_text(encoding="utf-8")
+    rerun_corpus = (out / "corpus" / "train.txt").read_text(encoding="utf-8")
+    assert len([d for d in rerun_corpus.split("\n\n") if d.strip()]) == 54  # the small corpus less its held-out tenth
 
 
 def test_demo_refuses_a_used_output_directory(tmp_path, capsys):
@@ -48,3 +71,10 @@ def test_docstring_prose_keeps_sentences_and_drops_code():
     assert is_sentence("It works on ints and floats alike.")
     assert not is_sentence("Return the sum.")  # too short to teach NSP anything
     assert not is_sentence("x = {1: 2, 3: 4} + [5, 6]")
+
+
+def test_planned_steps_scale_with_the_measured_step_time():
+    fast = plan_steps(300, StepTiming(step_seconds=0.3, eval_seconds=2.0))
+    assert fast == int(0.95 * (300 - 6 * 2.0) / 0.3)
+    assert plan_steps(300, StepTiming(step_seconds=1.2, eval_seconds=8.0)) == int(0.95 * (300 - 6 * 8.0) / 1.2)
+    assert plan_steps(10, StepTiming(step_seconds=5.0, eval_seconds=8.0)) == 20  # never fewer than 20 steps

@@ -211,6 +211,11 @@ def open_pretraining_data(
     return BlendedDataset([(PretrainingDataset(directory, split), weight) for directory, weight in sources])
 
 
+def read_split_names(directory: str | os.PathLike) -> list[str]:
+    """The splits a prepared directory holds ("train", and "validation" when documents were held out)."""
+    return list(_read_metadata(Path(directory))["splits"])
+
+
 def _read_metadata(directory: Path) -> dict:
     if not directory.is_dir():
         raise UserError(f"{directory}: pretraining data directory not found (run `fastbert data prepare`)")

@@ -74,6 +74,10 @@ class FinetuneConfig:
     """Log training metrics every N optimizer steps."""
     overwrite: bool = False
     """Replace an earlier run in --out (its results.json, models and metrics); without it such an --out is refused."""
+    report_to: str = "jsonl"
+    """Where metrics go besides metrics.jsonl (always written): comma-separated tensorboard, wandb,
+    mlflow (optional extras; see fastbert.train.trackers). Training metrics every log_every steps,
+    dev metrics every epoch."""
     command: list[str] = field(default_factory=list)
     """The command line that started the run, recorded in results.json."""
 

@@ -10,7 +10,6 @@ HF directory, with its predictions for the files to predict. ``results.json`` ga
 from __future__ import annotations
 
 import logging
-import platform
 import statistics
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import Any
 import torch
 
 from .. import atomic
-from ..environment import package_versions
+from ..environment import environment_versions
 from ..errors import InputError, UserError
 from ..model import Batch, BertConfig, BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification
 from ..tokenizer import load_tokenizer
@@ -32,6 +31,7 @@ from ..train.launch import Launch, start_launch
 from ..train.loop import LoopConfig
 from ..train.loop import train as train_loop
 from ..train.run_dir import StartMode, claim_run_directory
+from ..train.trackers import check_report_to
 from .collate import collate, epoch_order, rank_batches, updates_per_epoch
 from .config import FinetuneConfig
 from .encoding import PairEncoder
@@ -65,6 +65,7 @@ def run_finetune(config: FinetuneConfig) -> dict[str, Any]:
     The data is read and checked before anything trains, and ``config.out`` is held (locked)
     by this run until it ends."""
     task = get_task(config.task)
+    check_report_to(config.report_to)  # a missing tracker package fails now, not after the data is encoded
     if config.cuda_graphs and task.kind != CLASSIFICATION:
         raise UserError(f"--cuda-graphs supports classification tasks; {task.name} is a {task.kind} task")
     launch = start_launch()
@@ -112,7 +113,7 @@ def _write_results(config: FinetuneConfig, task: Task, runs: list[dict[str, Any]
     results = {
         "task": task.name,
         "command": config.command,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k != "command"},
+        "config": settings(config),
         "init_dir": str(init),
         "versions": environment_versions(),
         "runs": runs,
@@ -194,6 +195,7 @@ def _run_seed(
     loop = LoopConfig(
         out_dir=run_dir, max_steps=steps_per_epoch * config.epochs, log_every=config.log_every,
         eval_every=steps_per_epoch, save_final=False, progress=False,
+        report_to=config.report_to, settings={**settings(config), "seed": seed},
     )
     train_loop(engine, batches, loop, LossOnly(), evaluate=evaluate_epoch)
     run = {
@@ -206,6 +208,11 @@ def _run_seed(
         "predictions": {split.name: str(run_dir / "predictions" / f"{split.name}.tsv") for split in splits.predict},
     }
     return run
+
+
+def settings(config: FinetuneConfig) -> dict[str, Any]:
+    """The run's settings as plain values (paths as text), for results.json and the trackers."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k != "command"}
 
 
 class LossOnly:
@@ -257,11 +264,3 @@ def _print_summary(task: Task, summary: dict, seeds: tuple[int, ...]) -> None:
     for split, metrics in summary.items():
         for metric, s in metrics.items():
             print(f"  {split:>14} {metric:>12}: mean {s['mean']:.4f}  median {s['median']:.4f}  std {s['std']:.4f}")
-
-
-def environment_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), **package_versions()}
-    versions["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
-    return versions
-
-

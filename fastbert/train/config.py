@@ -215,6 +215,26 @@ class PretrainConfig:
     to batch_size x the data's max_seq_len, removing the per-kernel launch cost."""
     compile: bool = False
     """torch.compile the model (one process, no DeepSpeed, no cuda_graphs)."""
+    eval_data: str | None = None
+    """Held-out pairs to evaluate on: a `fastbert data prepare` directory of documents kept out of
+    training, prepared with the same tokenizer; None: no held-out evaluation."""
+    eval_every: int = 0
+    """Evaluate on eval_data every N steps, and at the end (0: only at the end)."""
+    eval_pairs: int | None = 2048
+    """Evaluate on at most this many pairs of eval_data, spread evenly over it (None: all)."""
+    report_to: str = "jsonl"
+    """Where metrics go besides OUT/metrics.jsonl (always written): comma-separated tensorboard,
+    wandb, mlflow (each an optional extra, e.g. pip install 'fastbert[tensorboard]')."""
+
+    def __post_init__(self) -> None:
+        if self.eval_every < 0:
+            raise UserError(f"eval_every must be at least 0 (0: evaluate only at the end), got {self.eval_every}")
+        if self.eval_pairs is not None and self.eval_pairs < 1:
+            raise UserError(f"eval_pairs must be at least 1 (or null for all), got {self.eval_pairs}")
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting as plain YAML-able values; ``load`` of them gives this config back."""
+        return dataclasses.asdict(self)
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum_steps", "log_every"):

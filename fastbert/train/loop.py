@@ -3,7 +3,7 @@
 Per micro-batch: ``engine.train_step(batch)`` (forward, backward, and the update when the
 micro-batch closes an accumulation window; the engine never steps on a non-finite loss).
 Around that: metrics every ``log_every`` optimizer steps (summed over ranks, shown on a
-tqdm bar, appended to metrics.jsonl), an evaluation hook every ``eval_every`` steps and at
+tqdm bar, appended to metrics.jsonl and sent to the ``report_to`` trackers), an evaluation hook every ``eval_every`` steps and at
 the end, checkpoints every ``save_every`` steps and at the end, and resume from the latest
 complete checkpoint.
 
@@ -31,6 +31,7 @@ from .checkpoint import CheckpointManager
 from .config import CheckpointPolicy
 from .engines import Engine, TrainingDiverged
 from .metrics import MetricsLog, peak_flops
+from .trackers import Trackers
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,10 @@ class LoopConfig:
     """Show a tqdm progress bar on the main rank."""
     run_info: dict[str, Any] = field(default_factory=dict)
     """Static facts stored in every checkpoint (seed, batch size, data) and checked by the caller on resume."""
+    report_to: str = "jsonl"
+    """Trackers that get every record besides metrics.jsonl (fastbert.train.trackers), comma-separated."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The run's settings, recorded by the trackers (W&B config, MLflow params, TensorBoard text)."""
 
 
 @dataclass
@@ -148,12 +153,14 @@ def train(
             logger.info("resumed from %s at step %d", last_checkpoint, start_step)
     if engine.is_main:
         metrics_log.truncate_after(start_step)
+    trackers = Trackers.open(config.report_to, out_dir, config.settings, start_step) if engine.is_main else Trackers([])
     peak = peak_flops(engine.device)
 
     step = start_step
     records: list[dict[str, Any]] = []
     evaluations: list[dict[str, Any]] = []
     since_eval: dict[str, float] = {}  # summed training quantities since the last evaluation
+    shown: dict[str, str] = {}  # the progress bar's latest training and held-out numbers
     meter = _Meter()
 
     def check_finite() -> None:
@@ -175,7 +182,9 @@ def train(
         records.append(record)
         if engine.is_main:
             metrics_log.append(record)
-            bar.set_postfix({k: f"{record[k]:.4g}" for k in _BAR_KEYS if k in record}, refresh=False)
+            trackers.log(record)
+            shown.update({k: f"{record[k]:.4g}" for k in _BAR_KEYS if k in record})
+            bar.set_postfix(shown, refresh=False)
         meter = _Meter()
         return out_of_time
 
@@ -188,6 +197,9 @@ def train(
         evaluations.append(result)
         if engine.is_main:
             metrics_log.append(result)
+            trackers.log(result)
+            shown.update({f"eval_{k}": f"{result['eval'][k]:.4g}" for k in _BAR_EVAL_KEYS if k in result["eval"]})
+            bar.set_postfix(shown)
         meter = _Meter()  # evaluation time is not training throughput
 
     stopped_by = "data"
@@ -225,12 +237,13 @@ def train(
             last_checkpoint = checkpoints.save(step, {"run_info": config.run_info}, tokenizer)
     else:
         stopped_by = "max_steps"
-    bar.close()
     if meter.sums:  # the data ran out inside a logging interval
         log()
     if evaluate is not None and (not evaluations or evaluations[-1]["step"] != step) and since_eval:
         run_evaluation()
+    bar.close()
 
+    trackers.close()
     check_finite()
     if config.save_final:
         if last_checkpoint is None or last_checkpoint.name != f"step_{step:08d}":
@@ -241,6 +254,7 @@ def train(
 
 
 _BAR_KEYS = ("loss", "mlm_acc", "nsp_acc", "lr", "tokens_per_s")
+_BAR_EVAL_KEYS = ("mlm_loss", "nsp_acc")
 
 
 def _summarize(engine, sums, task, step, peak, flops_per_token) -> dict[str, Any]:

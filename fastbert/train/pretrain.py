@@ -15,11 +15,14 @@ from ..errors import UserError
 from ..model.inputs import IGNORE_INDEX, Batch
 from .config import PretrainConfig
 from .engines import build_engine
+from .evaluation import HeldOutEvaluation, held_out_batches
 from .launch import start_launch
 from .loop import LoopConfig, LoopResult, train
 from .metrics import flops_per_token
 from .run_dir import StartMode, claim_run_directory
+from .run_record import write_run_record
 from .sampler import DataOrder
+from .trackers import check_report_to
 
 logger = logging.getLogger(__name__)
 
@@ -144,8 +147,10 @@ def run_pretraining(
     from ..data.dataset import open_pretraining_data
     from ..model import BertConfig
 
+    check_report_to(config.report_to)  # a missing tracker package fails now, not at the first log
     launch = start_launch()
     dataset = open_pretraining_data(data_dir)  # one prepared directory, or DIR:WEIGHT entries to blend
+    held_out = _held_out_dataset(config, data_dir, dataset)
     if config.init_from:
         model_config = BertConfig.from_pretrained(config.init_from, **config.model_overrides)
     else:
@@ -154,10 +159,12 @@ def run_pretraining(
     if model_config.vocab_size < dataset.vocab_size:
         raise UserError(f"{dataset.name}: the data's vocabulary ({dataset.vocab_size}) is larger than the model's ({model_config.vocab_size})")
     with claim_run_directory(out_dir, start, launch):
-        return _pretrain(config, dataset, model_config, Path(out_dir), deepspeed_config, start, tokenizer_dir, progress)
+        return _pretrain(config, dataset, held_out, model_config, Path(out_dir), data_dir, deepspeed_config, start,
+                         tokenizer_dir, progress)
 
 
-def _pretrain(config, dataset, model_config, out_dir, deepspeed_config, start, tokenizer_dir, progress) -> LoopResult:
+def _pretrain(config, dataset, held_out, model_config, out_dir, data_dir, deepspeed_config, start, tokenizer_dir,
+              progress) -> LoopResult:
     from ..model import BertForPreTraining
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
@@ -174,15 +181,26 @@ def _pretrain(config, dataset, model_config, out_dir, deepspeed_config, start, t
         config, dataset, rank=engine.rank, world_size=engine.world_size,
         tokenizer_dir=tokenizer_dir, pin_memory=engine.device.type == "cuda",
     )
+    evaluate = None
+    if held_out is not None:
+        batches = held_out_batches(held_out, data.tokenizer, batch_size=2 * config.batch_size, max_pairs=config.eval_pairs,
+                                   mlm_probability=config.mlm_probability)
+        evaluate = HeldOutEvaluation(engine, batches)
+    if engine.is_main:
+        write_run_record(out_dir, config, data_dir=data_dir, deepspeed_config=deepspeed_config,
+                         world_size=engine.world_size, resume=start.resuming)
     loop_config = LoopConfig(
         out_dir=out_dir,
         max_steps=config.max_steps,
         log_every=config.log_every,
+        eval_every=config.eval_every,
         save_every=config.save_every,
         checkpoint_policy=config.checkpoint_policy(),
         max_minutes=config.max_minutes,
         progress=progress,
         run_info={"seed": config.seed, "global_batch_size": data.order.global_batch_size, "data_pairs": len(dataset)},
+        report_to=config.report_to,
+        settings=config.settings(),
     )
     if engine.is_main:
         logger.info(
@@ -191,9 +209,37 @@ def _pretrain(config, dataset, model_config, out_dir, deepspeed_config, start, t
             config.batch_size, config.grad_accum_steps, engine.world_size, data.order.steps_per_epoch,
         )
     return train(
-        engine, data.batches, loop_config, PretrainingMetrics(), resume=start.resuming,
+        engine, data.batches, loop_config, PretrainingMetrics(), evaluate=evaluate, resume=start.resuming,
         tokenizer=data.tokenizer, flops_per_token=model_flops,
     )
+
+
+def _held_out_dataset(config: PretrainConfig, data_dir, dataset):
+    """The held-out pairs to evaluate on (None: no evaluation), checked against the training data.
+
+    ``eval_data`` names them (a prepared directory: its validation split when it has one, else
+    its pairs); without it, the training data's own validation split (``data prepare
+    --validation-fraction``) is used when every training directory has one."""
+    from ..data.dataset import open_pretraining_data, parse_data_sources, read_split_names
+
+    if config.eval_data:
+        splits = read_split_names(config.eval_data)
+        held_out = open_pretraining_data(config.eval_data, "validation" if "validation" in splits else "train")
+    elif all("validation" in read_split_names(directory) for directory, _ in parse_data_sources(_as_list(data_dir))):
+        held_out = open_pretraining_data(data_dir, "validation")
+    elif config.eval_every:
+        raise UserError("eval_every is set but there are no held-out pairs: prepare the data with --validation-fraction "
+                        "or --validation-documents, or name a prepared directory of held-out documents with eval_data")
+    else:
+        return None
+    if held_out.tokenizer["hash"] != dataset.tokenizer["hash"]:
+        raise UserError(f"{held_out.name}: prepared with another tokenizer than {dataset.name}; "
+                        "prepare the held-out documents with the training data's tokenizer")
+    return held_out
+
+
+def _as_list(data_dir) -> list:
+    return [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
 
 
 def _flops_model(model) -> Any:
