@@ -4,8 +4,9 @@
 created whole or not at all (written beside, then hard-linked into place, which fails if a
 lock exists), refreshed every minute while the run lives, and removed when it ends. A lock
 left by a run that died is stale and taken over with a message: on this host when its PID is
-gone (or now belongs to a younger process), on another host when it has not been refreshed
-for 15 minutes (a job requeued onto other nodes).
+gone (or now belongs to a younger process); from an earlier start of the same SLURM job
+(requeued: SLURM ends every task before it restarts a job); on another host when it has not
+been refreshed for 15 minutes.
 
 What a run may find: a fresh run refuses an --out holding an earlier run's outputs unless
 ``overwrite`` (which deletes those outputs, nothing else); a resumed run continues them, and
@@ -79,11 +80,14 @@ class LockHolder:
     """The PID's start time (Linux), so that a reused PID is not taken for the holder."""
     since: str
     command: str
+    slurm_job: str | None = None
+    """SLURM_JOB_ID and SLURM_RESTART_COUNT ("4242.0"), so that a requeued job knows its own earlier start."""
 
     @classmethod
     def this_process(cls) -> "LockHolder":
-        return cls(socket.gethostname(), os.getpid(), _process_start(os.getpid()),
-                   time.strftime("%Y-%m-%d %H:%M:%S"), " ".join(sys.argv))
+        job = os.environ.get("SLURM_JOB_ID")
+        return cls(socket.gethostname(), os.getpid(), _process_start(os.getpid()), time.strftime("%Y-%m-%d %H:%M:%S"),
+                   " ".join(sys.argv), f"{job}.{os.environ.get('SLURM_RESTART_COUNT', '0')}" if job else None)
 
     def describe(self) -> str:
         return f"PID {self.pid} on {self.host} since {self.since} ({self.command})"
@@ -151,6 +155,10 @@ class RunLock:
             return None, text, age
 
     def _stale_reason(self, found: LockHolder | None, age: float) -> str | None:
+        if found is not None and found.slurm_job and self.holder.slurm_job and found.slurm_job != self.holder.slurm_job:
+            (job, started), (my_job, my_start) = found.slurm_job.split("."), self.holder.slurm_job.split(".")
+            if job == my_job and int(started) < int(my_start):
+                return f"SLURM requeued job {job}, restart {my_start}"
         if found is not None and found.host == self.holder.host:
             if not _alive(found.pid):
                 return "that process is gone"

@@ -97,6 +97,21 @@ def test_a_lock_from_another_host_is_stale_only_once_its_heartbeat_stops(tmp_pat
     assert any("took over the stale lock of PID 1 on gpu-node-17" in m and "no heartbeat for 20 minutes" in m for m in caplog.messages)
 
 
+def test_a_requeued_slurm_job_takes_over_the_lock_of_its_earlier_start_at_once(tmp_path, caplog, monkeypatch):
+    out = tmp_path / "run"
+    write_lock(out, host="gpu-node-17", pid=1, slurm_job="4242.0")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with caplog.at_level(logging.WARNING, logger="fastbert.train.run_dir"):
+        with claim_run_directory(out, FRESH, ONE):
+            assert json.loads((out / LOCK_FILE).read_text())["slurm_job"] == "4242.1"
+    assert any("took over the stale lock of PID 1 on gpu-node-17" in m and "SLURM requeued job 4242, restart 1" in m for m in caplog.messages)
+    write_lock(out, host="gpu-node-17", pid=1, slurm_job="5000.0")  # another job's run is no earlier start of ours
+    with pytest.raises(UserError, match="another run is writing here"):
+        with claim_run_directory(out, FRESH, ONE):
+            pass
+
+
 def test_the_holder_refreshes_its_lock(tmp_path, monkeypatch):
     monkeypatch.setattr(run_dir, "HEARTBEAT_S", 0.05)
     lock = RunLock(tmp_path)
