@@ -38,6 +38,9 @@ from torch import Tensor
 
 
 class Lamb(torch.optim.Optimizer):
+    skips_on_found_inf = True
+    """``step()`` honours ``found_inf`` on the device, so the engines need no host check before it."""
+
     def __init__(
         self,
         params,

@@ -76,16 +76,18 @@ def host_reads(monkeypatch):
         yield reads
 
 
-def pretrain(data: Path, out: Path):
-    from fastbert.train.config import PretrainConfig
+def pretrain(data: Path, out: Path, optimizer: str = "adamw"):
+    from fastbert.train.config import OptimizerConfig, PretrainConfig
     from fastbert.train.pretrain import run_pretraining
 
-    config = PretrainConfig(model="tiny", max_steps=12, log_every=4, batch_size=4, num_workers=0, seed=3)
+    config = PretrainConfig(model="tiny", max_steps=12, log_every=4, batch_size=4, num_workers=0, seed=3,
+                            optim=OptimizerConfig(optimizer=optimizer))
     return run_pretraining(config, data, out, progress=False)
 
 
-def test_pretraining_steps_read_nothing_from_the_device_between_logs(tiny_pretraining_data, tmp_path, host_reads):
-    result = pretrain(tiny_pretraining_data, tmp_path)
+@pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
+def test_pretraining_steps_read_nothing_from_the_device_between_logs(tiny_pretraining_data, tmp_path, host_reads, optimizer):
+    result = pretrain(tiny_pretraining_data, tmp_path, optimizer)
     assert result.step == 12 and [r["step"] for r in result.records] == [4, 8, 12]
     assert host_reads.in_step == []
     assert host_reads.at_sync_points > 0  # the detector sees the logging steps' reads

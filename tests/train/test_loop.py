@@ -141,16 +141,18 @@ def test_without_a_final_save_nothing_is_checkpointed_or_published(tmp_path):
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "model").exists()
 
 
-def test_a_skipped_non_finite_step_stops_the_run_at_the_next_log_with_its_step_number(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
+def test_a_skipped_non_finite_step_stops_the_run_at_the_next_log_with_its_step_number(tmp_path, optimizer):
     poisoned = list(BATCHES)
     poisoned[4] = toy_batch(BATCHES[4].inputs, torch.full_like(BATCHES[4].targets["targets"], float("inf")))  # step 3
     torch.manual_seed(0)
-    engine = LocalEngine(ToyRegressor(dropout=0.3), EngineConfig(optim=OptimizerConfig(lr=1e-2, warmup_steps=2), total_steps=8, grad_accum_steps=2))
+    optim = OptimizerConfig(optimizer=optimizer, lr=1e-2, warmup_steps=2)
+    engine = LocalEngine(ToyRegressor(dropout=0.3), EngineConfig(optim=optim, total_steps=8, grad_accum_steps=2))
     config = LoopConfig(out_dir=tmp_path, max_steps=6, log_every=5, progress=False)
     with pytest.raises(TrainingDiverged, match="non-finite loss at step 3"):
         train(engine, lambda step: iter(poisoned[2 * step:]), config, ToyMetrics())
     assert engine.global_step == 5  # detected when step 5 logged, without a host read before
-    # The skipped update touched nothing: four real AdamW steps, finite weights.
+    # The skipped update touched nothing: four real steps, finite weights.
     assert all(torch.isfinite(p).all() for p in engine.module.parameters())
     assert {int(s["step"]) for s in engine.optimizer.state.values()} == {4}
     assert not (tmp_path / "checkpoints").exists()  # no checkpoint is written after a skipped step
