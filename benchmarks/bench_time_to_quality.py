@@ -137,7 +137,7 @@ def prepare(corpus_dir: Path, scratch: Path) -> tuple[Path, Path, dict[str, int]
     for name in ("train", "held_out"):
         metadata = prepare_pretraining_data([str(scratch / f"{name}.txt")], minilm_tokenizer_dir(), scratch / name, settings, workers=1)
         counts[f"{name}_documents"] = len(train if name == "train" else held_out)
-        counts[f"{name}_pairs"] = metadata["counts"]["pairs"]
+        counts[f"{name}_pairs"] = metadata["splits"]["train"]["pairs"]
     return scratch / "train", scratch / "held_out", counts
 
 

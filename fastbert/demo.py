@@ -60,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-seq-len", type=int, default=64,
                         help="tokens per pair (64: twice the steps of 128 in the same minutes, enough to leave the unigram plateau)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--model", default="mini", help="model preset (default mini)")
     parser.add_argument("--held-out-pairs", type=int, default=1024, help="held-out pairs to evaluate on (default 1024)")
     parser.add_argument("--seed", type=int, default=1234)
     parser.set_defaults(func=run)
@@ -169,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     prep_seconds = time.perf_counter() - started
 
     config = PretrainConfig(
-        model="mini", batch_size=args.batch_size, optim=OptimizerConfig(lr=LEARNING_RATE, warmup_ratio=0.06), seed=args.seed,
+        model=args.model, batch_size=args.batch_size, optim=OptimizerConfig(lr=LEARNING_RATE, warmup_ratio=0.06), seed=args.seed,
         log_every=10, save_every=0, num_workers=0, eval_data=str(out / "held_out"), eval_pairs=args.held_out_pairs,
     )
     if args.max_steps:
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         sizing = (f"timed {timing.step_seconds:.3f} s per step and {timing.eval_seconds:.1f} s per held-out evaluation: "
                   f"{steps} steps fill the {minutes:g}-minute budget")
         print(sizing, flush=True)
-    print(f"pretraining BERT-mini for {config.max_steps} steps, evaluating on up to {args.held_out_pairs:,} held-out pairs "
+    print(f"pretraining BERT-{config.model} for {config.max_steps} steps, evaluating on up to {args.held_out_pairs:,} held-out pairs "
           f"every {config.eval_every} steps ...", flush=True)
     result = run_pretraining(config, out / "data", out / "train", progress=True)
     summary = _write_report(out, args, corpus_name, corpus_stats, metadata, held_out_metadata, config, result, sizing,

@@ -226,12 +226,6 @@ class PretrainConfig:
     """Where metrics go besides OUT/metrics.jsonl (always written): comma-separated tensorboard,
     wandb, mlflow (each an optional extra, e.g. pip install 'fastbert[tensorboard]')."""
 
-    def __post_init__(self) -> None:
-        if self.eval_every < 0:
-            raise UserError(f"eval_every must be at least 0 (0: evaluate only at the end), got {self.eval_every}")
-        if self.eval_pairs is not None and self.eval_pairs < 1:
-            raise UserError(f"eval_pairs must be at least 1 (or null for all), got {self.eval_pairs}")
-
     def settings(self) -> dict[str, Any]:
         """Every setting as plain YAML-able values; ``load`` of them gives this config back."""
         return dataclasses.asdict(self)
@@ -241,6 +235,8 @@ class PretrainConfig:
             check_setting(name, getattr(self, name), "an integer >= 1", lambda v: v >= 1)
         for name in ("save_every", "num_workers", "seed"):
             check_setting(name, getattr(self, name), "an integer >= 0", lambda v: v >= 0)
+        check_setting("eval_every", self.eval_every, "an integer >= 0 (0: evaluate only at the end)", lambda v: v >= 0)
+        check_setting("eval_pairs", self.eval_pairs, "an integer >= 1, or null for all", lambda v: v is None or v >= 1)
         check_setting("mlm_probability", self.mlm_probability, "in (0, 1)", lambda v: 0 < v < 1)
         check_setting("max_minutes", self.max_minutes, "a finite number > 0 or null (no limit)", lambda v: v is None or positive(v))
         self.checkpoint_policy()

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import datetime
 import os
+import shlex
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +30,20 @@ RUN_YAML = "run.yaml"
 RUN_JSON = "run.json"
 
 
-def write_run_record(out_dir: str | os.PathLike, config: PretrainConfig, *, data_dir: str | os.PathLike,
-                     deepspeed_config: dict[str, Any] | None, world_size: int, resume: bool) -> None:
-    """Write ``run.yaml`` and ``run.json`` into ``out_dir`` (on the main rank only)."""
+def write_run_record(out_dir: str | os.PathLike, config: PretrainConfig, *,
+                     data_dir: str | os.PathLike | Sequence[str | os.PathLike], deepspeed_config: dict[str, Any] | None,
+                     world_size: int, resume: bool) -> None:
+    """Write ``run.yaml`` and ``run.json`` into ``out_dir`` (on the main rank only).
+
+    ``data_dir`` is what ``--data`` was given: one prepared directory, or ``DIR:WEIGHT`` entries of a blend."""
     out_dir = Path(out_dir)
     settings = config.settings()
+    specs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
+    # Directories as absolute paths, so the record still names them from another working directory.
+    data = [str(Path(spec).resolve()) if Path(spec).is_dir() else str(spec) for spec in specs]
     header = (
         "# The resolved settings of this run (its YAML config, then the flags, then --set), written by fastbert.\n"
-        f"# Repeat the run: fastbert pretrain --config {out_dir / RUN_YAML} --data {data_dir} --out NEW_DIR"
+        f"# Repeat the run: fastbert pretrain --config {out_dir / RUN_YAML} --data {shlex.join(map(str, specs))} --out NEW_DIR"
         + (" --deepspeed CONFIG  (run.json holds the DeepSpeed config)" if deepspeed_config is not None else "") + "\n"
     )
     write_text(out_dir / RUN_YAML, header + yaml.safe_dump(settings, sort_keys=False))
@@ -43,7 +51,7 @@ def write_run_record(out_dir: str | os.PathLike, config: PretrainConfig, *, data
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": {"argv": sys.argv, "python": sys.executable, "cwd": os.getcwd()},
         "settings": settings,
-        "data": str(Path(data_dir).resolve()),
+        "data": data[0] if len(data) == 1 else data,
         "deepspeed_config": deepspeed_config,
         "resume": resume,
         "world_size": world_size,

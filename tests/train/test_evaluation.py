@@ -18,6 +18,7 @@ from fastbert.train.config import EngineConfig, PretrainConfig
 from fastbert.train.engines import LocalEngine
 from fastbert.train.evaluation import HeldOutEvaluation, held_out_batches
 from fastbert.train.pretrain import run_pretraining
+from fastbert.train.run_dir import StartMode
 
 
 def without_seconds(metrics: dict) -> dict:
@@ -69,7 +70,7 @@ def test_held_out_losses_are_the_models_own_over_the_whole_set(tiny_held_out_dat
 def pretrain(data: Path, out: Path, held_out: Path | None, resume: bool = False, **settings) -> dict:
     config = PretrainConfig(model="tiny", max_steps=6, log_every=1, batch_size=4, num_workers=0, seed=5,
                             eval_data=None if held_out is None else str(held_out), eval_pairs=64, **settings)
-    run_pretraining(config, data, out, progress=False, resume=resume)
+    run_pretraining(config, data, out, progress=False, start=StartMode(resume=resume))
     return read_metrics(out)
 
 
@@ -77,8 +78,6 @@ def read_metrics(out: Path) -> dict:
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {"loss": {r["step"]: r["loss"] for r in records if "loss" in r},
             "eval": {r["step"]: r["eval"] for r in records if "eval" in r}}
-
-
 
 
 def test_evaluation_changes_no_training_loss_and_a_resumed_run_evaluates_the_same(tiny_pretraining_data, tiny_held_out_data, tmp_path):
@@ -99,9 +98,9 @@ def test_evaluation_changes_no_training_loss_and_a_resumed_run_evaluates_the_sam
 
 
 def test_held_out_settings_are_checked_at_start(tiny_pretraining_data, tmp_path):
-    with pytest.raises(UserError, match="eval_every is set but eval_data is not"):
+    with pytest.raises(UserError, match="eval_every is set but there are no held-out pairs"):
         pretrain(tiny_pretraining_data, tmp_path / "a", None, eval_every=2)
-    with pytest.raises(UserError, match="eval_pairs must be at least 1"):
+    with pytest.raises(UserError, match="eval_pairs must be an integer >= 1"):
         PretrainConfig(eval_pairs=0)
     other = tmp_path / "other"  # pairs prepared with another tokenizer
     shutil.copytree(tiny_pretraining_data, other)
@@ -110,3 +109,22 @@ def test_held_out_settings_are_checked_at_start(tiny_pretraining_data, tmp_path)
     (other / "metadata.json").write_text(json.dumps(metadata))
     with pytest.raises(UserError, match="prepared with another tokenizer"):
         pretrain(tiny_pretraining_data, tmp_path / "b", other)
+
+
+def test_the_datas_own_validation_split_is_evaluated_without_eval_data(shared_data, tiny_pretraining_data, tmp_path):
+    from fastbert.data.prepare import PrepareSettings, prepare_pretraining_data
+
+    # Twenty Wikipedia documents prepared with three held out: the run evaluates on exactly those.
+    text = (shared_data / "corpus" / "wiki_00.txt").read_text(encoding="utf-8")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text[: text.index("\n\n", 550_000) + 2], encoding="utf-8")
+    data = tmp_path / "with-validation"
+    prepare_pretraining_data([str(corpus)], tiny_pretraining_data.parent / "tokenizer", data,
+                             PrepareSettings(max_seq_len=32, validation_documents=3))
+    automatic = pretrain(data, tmp_path / "auto", None, eval_every=3)
+    # Naming the same directory as eval_data picks its validation split too: the same numbers.
+    named = pretrain(data, tmp_path / "named", data, eval_every=3)
+    assert sorted(automatic["eval"]) == [3, 6]
+    assert {s: without_seconds(e) for s, e in automatic["eval"].items()} == {s: without_seconds(e) for s, e in named["eval"].items()}
+    validation_pairs = PretrainingDataset(data, "validation")
+    assert automatic["eval"][6]["pairs"] == min(64, len(validation_pairs))
