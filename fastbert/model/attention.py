@@ -121,14 +121,19 @@ def varlen_attention(
     layout: SequenceLayout,
     dropout_p: float = 0.0,
     backend: str | None = None,
+    first_queries_only: bool = False,
 ) -> torch.Tensor:
     """Bidirectional attention within each sequence.
 
     ``qkv`` is ``[total_tokens, 3, heads, head_dim]`` (the fused projection's output);
-    returns ``[total_tokens, heads, head_dim]``.
+    returns ``[total_tokens, heads, head_dim]``, or with ``first_queries_only`` the
+    ``[num_sequences, heads, head_dim]`` output of each sequence's first token ([CLS])
+    attending over its whole sequence.
     """
     name = resolve_attention_backend(qkv.device, dropout_p, backend, qkv.dtype, layout.supports_varlen)
     cu, longest = layout.cu_seqlens, layout.max_seqlen
+    if first_queries_only:
+        return _first_query_attention(qkv, layout, dropout_p, name)
     if name == "flash_attn":
         from flash_attn import flash_attn_varlen_qkvpacked_func
 
@@ -139,6 +144,29 @@ def varlen_attention(
         q, k, v = qkv.unbind(1)
         return varlen_attn(q, k, v, cu, cu, longest, longest)
     return _padded_sdpa(qkv, layout, dropout_p)
+
+
+def _first_query_attention(qkv: torch.Tensor, layout: SequenceLayout, dropout_p: float, name: str) -> torch.Tensor:
+    # One query per sequence (its first token) against all of that sequence's keys.
+    q = qkv[layout.first_token_index, 0]  # [S, h, d]
+    if name in ("flash_attn", "torch_varlen"):
+        cu_q = torch.arange(layout.num_sequences + 1, dtype=torch.int32, device=qkv.device)
+        k, v = qkv[:, 1], qkv[:, 2]
+        if name == "flash_attn":
+            from flash_attn import flash_attn_varlen_func
+
+            return flash_attn_varlen_func(q, k, v, cu_q, layout.cu_seqlens, 1, layout.max_seqlen, dropout_p=dropout_p)
+        from torch.nn.attention.varlen import varlen_attn
+
+        return varlen_attn(q, k, v, cu_q, layout.cu_seqlens, 1, layout.max_seqlen)
+    k, v = layout.as_rows(qkv[:, 1:]).permute(2, 0, 3, 1, 4).unbind(0)  # [S, h, T, d]
+    q = q.unsqueeze(2)  # [S, h, 1, d]
+    mask = layout.key_padding_mask[:, None, None, :]
+    if dropout_p > 0.0 and qkv.device.type == "cpu":
+        out = _attention_with_cpu_dropout(q, k, v, mask, dropout_p)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    return out.squeeze(2)
 
 
 def _padded_sdpa(qkv: torch.Tensor, layout: SequenceLayout, dropout_p: float) -> torch.Tensor:

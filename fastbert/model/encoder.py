@@ -62,14 +62,14 @@ class BertSelfAttention(FusedOwnerMixin, nn.Module):
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden: torch.Tensor, layout: SequenceLayout) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False) -> torch.Tensor:
         # One matmul for Q, K and V: the three projections read the same input.
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
         qkv = F.linear(hidden, weight, bias).view(-1, 3, self.config.num_attention_heads, self.config.head_dim)
         dropout_p = self.config.attention_probs_dropout_prob if self.training else 0.0
         backend = self.backends.attention_for(qkv.device, dropout_p, qkv.dtype, layout.supports_varlen)
-        context = varlen_attention(qkv, layout, dropout_p, backend)
+        context = varlen_attention(qkv, layout, dropout_p, backend, first_tokens_only)
         return context.reshape(-1, self.config.hidden_size)
 
 
@@ -95,8 +95,9 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config, backends)
         self.output = BertResidualOutput(config, backends, config.hidden_size)
 
-    def forward(self, hidden: torch.Tensor, layout: SequenceLayout) -> torch.Tensor:
-        return self.output(self.self(hidden, layout), hidden)
+    def forward(self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False) -> torch.Tensor:
+        residual = hidden[layout.first_token_index] if first_tokens_only else hidden
+        return self.output(self.self(hidden, layout, first_tokens_only), residual)
 
 
 class BertIntermediate(FusedOwnerMixin, nn.Module):
@@ -118,8 +119,10 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config, backends)
         self.output = BertResidualOutput(config, backends, config.intermediate_size)
 
-    def forward(self, hidden: torch.Tensor, layout: SequenceLayout) -> torch.Tensor:
-        attended = self.attention(hidden, layout)
+    def forward(self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False) -> torch.Tensor:
+        """``[N, H]`` out, or ``[S, H]`` for the sequences' first tokens only: their keys and
+        values still come from every token, but nothing else is computed for the other rows."""
+        attended = self.attention(hidden, layout, first_tokens_only)
         return self.output(self.intermediate(attended), attended)
 
 
@@ -128,9 +131,12 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config, backends) for _ in range(config.num_hidden_layers))
 
-    def forward(self, hidden: torch.Tensor, layout: SequenceLayout) -> torch.Tensor:
-        for layer in self.layer:
-            hidden = layer(hidden, layout)
+    def forward(self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False) -> torch.Tensor:
+        """``[N, H]``; with ``first_tokens_only``, ``[S, H]`` for each sequence's first token,
+        the last layer running only there (what a pooled-[CLS] head reads)."""
+        last = len(self.layer) - 1
+        for i, layer in enumerate(self.layer):
+            hidden = layer(hidden, layout, first_tokens_only and i == last)
         return hidden
 
 
@@ -227,11 +233,17 @@ class BertModel(BertPreTrainedModel):
     def backends(self) -> Backends:
         return self._backends
 
-    def encode(self, inputs: BertInputs) -> torch.Tensor:
-        """Real tokens in, ``[N, H]`` hidden states out."""
+    def encode(self, inputs: BertInputs, first_tokens_only: bool = False) -> torch.Tensor:
+        """Real tokens in, ``[N, H]`` hidden states out; with ``first_tokens_only`` the
+        ``[S, H]`` states of each sequence's first token ([CLS]), the last layer run on those rows only."""
         self._check_positions(inputs)
         hidden = self.embeddings(inputs.input_ids, inputs.token_type_ids, inputs.position_ids)
-        return self.encoder(hidden, inputs.layout)
+        return self.encoder(hidden, inputs.layout, first_tokens_only)
+
+    def pooled(self, inputs: BertInputs) -> torch.Tensor:
+        """tanh(dense([CLS])) per sequence, computing in the last layer only what [CLS] needs.
+        As a pooled head's loss reads nothing else, this is the ``pooler_output`` of :meth:`forward`."""
+        return self.pooler(self.encode(inputs, first_tokens_only=True))
 
     def _check_positions(self, inputs: BertInputs) -> None:
         # An out-of-range position would read past the table (silently, in a Triton kernel).
