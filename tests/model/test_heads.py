@@ -83,3 +83,31 @@ def test_multiple_choice_matches_transformers_and_flat_layout(tmp_path):
     torch.testing.assert_close(kept.logits, a.logits, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="need num_choices"):
         ours(kept_inputs, labels=labels)
+
+
+@pytest.mark.parametrize("keep_padding", [False, True], ids=["unpadded", "padded-rows"])
+def test_pooled_runs_the_last_layer_on_cls_only_with_the_full_paths_values_and_gradients(keep_padding):
+    # The pooled heads' shortcut (the last layer on [CLS] rows only) must give exactly what
+    # the whole last layer gives at [CLS], forward and backward, in fp64 so rounding cannot hide a difference.
+    from fastbert import BertModel
+
+    torch.manual_seed(0)
+    model = BertModel(tiny_config(num_hidden_layers=3)).double()
+    randomize(model)
+    ids = torch.randint(5, 200, (4, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    mask[3, 1:] = 0  # a sequence of [CLS] alone
+    types = (torch.arange(12) >= 6).long().expand(4, 12)
+    inputs = BertInputs.from_padded(ids, mask, types, keep_padding=keep_padding)
+
+    full = model(inputs).pooler_output
+    grads_full = torch.autograd.grad(full.sin().sum(), list(model.parameters()), allow_unused=True)
+    short = model.pooled(inputs)
+    grads_short = torch.autograd.grad(short.sin().sum(), list(model.parameters()), allow_unused=True)
+    torch.testing.assert_close(short, full, rtol=1e-12, atol=1e-12)
+    for (name, _), a, b in zip(model.named_parameters(), grads_short, grads_full):
+        if a is None or b is None:
+            assert a is None and b is None, name
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
