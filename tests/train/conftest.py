@@ -5,21 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pretrain_data import wikipedia_pretraining_data
 
 
 @pytest.fixture(scope="session")
 def tiny_pretraining_data(shared_data, tmp_path_factory) -> Path:
     """32-token NSP/MLM pairs from the first 100 kB of one Wikipedia file, with a 2000-word tokenizer."""
-    from fastbert.data.prepare import PrepareSettings, prepare_pretraining_data
-    from fastbert.tokenizer import train_tokenizer
-
     root = tmp_path_factory.mktemp("tiny-pretraining")
-    text = (shared_data / "corpus" / "wiki_00.txt").read_text(encoding="utf-8")
-    corpus = root / "corpus.txt"
-    corpus.write_text(text[: text.index("\n\n", 100_000) + 2], encoding="utf-8")
-    train_tokenizer([corpus], vocab_size=2000, lowercase=True, out_dir=root / "tokenizer")
-    prepare_pretraining_data([str(corpus)], root / "tokenizer", root / "data", PrepareSettings(max_seq_len=32))
-    return root / "data"
+    return wikipedia_pretraining_data(shared_data, root, chars=100_000, vocab_size=2000, max_seq_len=32)
 
 
 @pytest.fixture(scope="session")

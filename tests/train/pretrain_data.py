@@ -24,3 +24,17 @@ def make_pretraining_data(root: Path, documents: int = 40, seed: int = 0) -> Pat
     train_tokenizer([corpus], vocab_size=400, lowercase=True, out_dir=root / "tokenizer")
     prepare_pretraining_data([str(corpus)], root / "tokenizer", root / "data", PrepareSettings(max_seq_len=64))
     return root / "data"
+
+
+def wikipedia_pretraining_data(shared_data: Path, root: Path, *, chars: int, vocab_size: int, max_seq_len: int) -> Path:
+    """Tokenizer and NSP/MLM shards from the first ``chars`` characters (whole documents) of one
+    shared Wikipedia file; returns the data directory."""
+    from fastbert.data.prepare import PrepareSettings, prepare_pretraining_data
+    from fastbert.tokenizer import train_tokenizer
+
+    text = (shared_data / "corpus" / "wiki_00.txt").read_text(encoding="utf-8")
+    corpus = root / "corpus.txt"
+    corpus.write_text(text[: text.index("\n\n", chars) + 2], encoding="utf-8")
+    train_tokenizer([corpus], vocab_size=vocab_size, lowercase=True, out_dir=root / "tokenizer")
+    prepare_pretraining_data([str(corpus)], root / "tokenizer", root / "data", PrepareSettings(max_seq_len=max_seq_len))
+    return root / "data"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fastbert.cli import main
+from pretrain_data import wikipedia_pretraining_data
 
 REPO = Path(__file__).resolve().parents[2]
 NO_DROPOUT = "model_overrides={hidden_dropout_prob: 0, attention_probs_dropout_prob: 0}"
@@ -17,16 +18,8 @@ NO_DROPOUT = "model_overrides={hidden_dropout_prob: 0, attention_probs_dropout_p
 @pytest.fixture(scope="module")
 def pretraining_data(shared_data, tmp_path_factory) -> Path:
     """A 64-token NSP/MLM set from the first 300 kB of one Wikipedia file, with its own tokenizer."""
-    from fastbert.data.prepare import PrepareSettings, prepare_pretraining_data
-    from fastbert.tokenizer import train_tokenizer
-
-    root = tmp_path_factory.mktemp("pretraining")
-    text = (shared_data / "corpus" / "wiki_00.txt").read_text(encoding="utf-8")
-    corpus = root / "corpus.txt"
-    corpus.write_text(text[: text.index("\n\n", 300_000) + 2], encoding="utf-8")
-    train_tokenizer([corpus], vocab_size=4000, lowercase=True, out_dir=root / "tokenizer")
-    prepare_pretraining_data([str(corpus)], root / "tokenizer", root / "data", PrepareSettings(max_seq_len=64))
-    return root / "data"
+    return wikipedia_pretraining_data(shared_data, tmp_path_factory.mktemp("pretraining"), chars=300_000,
+                                      vocab_size=4000, max_seq_len=64)
 
 
 def pretrain_args(data: Path, out: Path, *extra: str) -> list[str]:
