@@ -217,7 +217,8 @@ class PretrainConfig:
     """torch.compile the model (one process, no DeepSpeed, no cuda_graphs)."""
     eval_data: str | None = None
     """Held-out pairs to evaluate on: a `fastbert data prepare` directory of documents kept out of
-    training, prepared with the same tokenizer; None: no held-out evaluation."""
+    training, prepared with the same tokenizer (its validation split if it has one); None: the
+    training data's own validation split when it has one, else no held-out evaluation."""
     eval_every: int = 0
     """Evaluate on eval_data every N steps, and at the end (0: only at the end)."""
     eval_pairs: int | None = 2048
