@@ -28,7 +28,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.finetune_baseline import BETAS, EPS, Recipe, padded, train_transformers  # noqa: E402
+from benchmarks.finetune_baseline import BETAS, EPS, Recipe, padded, train_transformers, write_comparison  # noqa: E402
 from fastbert.finetune.config import FinetuneConfig  # noqa: E402
 from fastbert.finetune.encoding import PairEncoder  # noqa: E402
 from fastbert.finetune.features import build_split  # noqa: E402
@@ -119,15 +119,11 @@ def main() -> None:
         }
         | {"wall_time_s": seed_statistics([r["wall_time_s"] for r in theirs]), "train_seconds": seed_statistics([r["train_seconds"] for r in theirs])},
     }
-    report["speedup_train"] = report["transformers"]["train_seconds"]["mean"] / report["fastbert"]["train_seconds"]["mean"]
-    report["speedup_wall"] = report["transformers"]["wall_time_s"]["mean"] / report["fastbert"]["wall_time_s"]["mean"]
     write_report(report, args.out)
 
 
 def write_report(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"cola_finetune_{report['date']}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     rows = []
     for side in ("fastbert", "transformers"):
         r = report[side]
@@ -136,24 +132,12 @@ def write_report(report: dict, out: Path) -> None:
             f"| {r['out_of_domain']['mcc']['median']:.4f} | {r['out_of_domain']['mcc']['mean']:.4f} ± {r['out_of_domain']['mcc']['std']:.4f} "
             f"| {r['train_seconds']['mean']:.1f} | {r['wall_time_s']['mean']:.1f} |"
         )
-    text = "\n".join(
-        [
-            f"# CoLA fine-tuning, MiniLM-L6, {report['date']}",
-            "",
-            f"Device: {report['device']}. Command: `{report['command']}`.",
-            f"Hyperparameters: {json.dumps(report['hyperparameters'])}.",
-            f"Load average (1 min) at start / end: {report['load_average_1m']['start']:.2f} / {report['load_average_1m']['end']:.2f}.",
-            "",
-            "| model | in-domain MCC median | in-domain mean ± std | out-of-domain median | out-of-domain mean ± std | train s / seed | wall s / seed |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-            *rows,
-            "",
-            f"Training speedup (transformers / fastbert): {report['speedup_train']:.2f}x; wall-time ratio {report['speedup_wall']:.2f}x.",
-            "",
-        ]
-    )
-    stem.with_suffix(".md").write_text(text)
-    print(text)
+    table = [
+        "| model | in-domain MCC median | in-domain mean ± std | out-of-domain median | out-of-domain mean ± std | train s / seed | wall s / seed |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *rows,
+    ]
+    write_comparison(report, out / f"cola_finetune_{report['date']}", f"CoLA fine-tuning, MiniLM-L6, {report['date']}", [], table)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.finetune_baseline import BETAS, EPS, Recipe, padded, train_transformers  # noqa: E402
+from benchmarks.finetune_baseline import BETAS, EPS, Recipe, padded, train_transformers, write_comparison  # noqa: E402
 from fastbert.finetune.config import FinetuneConfig  # noqa: E402
 from fastbert.finetune.encoding import PairEncoder  # noqa: E402
 from fastbert.finetune.features import build_split  # noqa: E402
@@ -158,42 +158,29 @@ def main() -> None:
         "fastbert": side(ours, [sum(e["train_seconds"] for e in r["epochs"]) for r in ours]),
         "transformers": side(theirs, [r["train_seconds"] for r in theirs]),
     }
-    report["speedup_train"] = report["transformers"]["train_seconds"]["mean"] / report["fastbert"]["train_seconds"]["mean"]
-    report["speedup_wall"] = report["transformers"]["wall_time_s"]["mean"] / report["fastbert"]["wall_time_s"]["mean"]
     write_report(report, args.out)
 
 
 def write_report(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    split = report["split"]
-    stem = out / f"{report['date']}-squad"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    split, baseline = report["split"], report["first_sentence_baseline"]
     rows = [
         f"| {name} | {r['exact_match']['mean']:.2f} | {r['f1']['mean']:.2f} | {r['train_seconds']['mean']:.1f} | {r['wall_time_s']['mean']:.1f} |"
         for name, r in (("fastbert", report["fastbert"]), ("transformers", report["transformers"]))
     ]
-    text = "\n".join([
-        f"# SQuAD v1.1 (real data), {report['date']}",
-        "",
-        f"Device: {report['device']}. Command: `{report['command']}`.",
+    context = [
         f"Split of the official dev set by article: train on the first {len(split['train_articles'])} "
         f"({split['train_questions']} questions, {split['train_windows']} windows), evaluate on the last "
         f"{len(split['eval_articles'])} ({', '.join(split['eval_articles'])}; {split['eval_questions']} questions, "
-        f"{split['eval_windows']} windows).",
-        f"Hyperparameters: {json.dumps(report['hyperparameters'])}.",
-        f"Load average (1 min) at start / end: {report['load_average_1m']['start']:.2f} / {report['load_average_1m']['end']:.2f}.",
-        "",
+        f"{split['eval_windows']} windows)."
+    ]
+    table = [
         "| model | EM (mean over seeds) | F1 | train s / seed | wall s / seed |",
         "| --- | --- | --- | --- | --- |",
         *rows,
-        f"| first sentence of the paragraph (no training) | {report['first_sentence_baseline']['exact_match']:.2f} "
-        f"| {report['first_sentence_baseline']['f1']:.2f} | | |",
-        "",
-        f"Training speedup (transformers / fastbert): {report['speedup_train']:.2f}x; wall-time ratio {report['speedup_wall']:.2f}x.",
-        "",
-    ])
-    stem.with_suffix(".md").write_text(text)
-    print(text)
+        f"| first sentence of the paragraph (no training) | {baseline['exact_match']:.2f} | {baseline['f1']:.2f} | | |",
+    ]
+    write_comparison(report, out / f"{report['date']}-squad", f"SQuAD v1.1 (real data), {report['date']}", context, table)
 
 
 if __name__ == "__main__":

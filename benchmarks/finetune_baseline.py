@@ -8,6 +8,7 @@ same gradient clipping, and keeps the epoch with the best dev metric.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,3 +91,29 @@ def train_transformers(
         if best is None or better(evals, best["eval"]):
             best = {"epoch": epoch, "eval": evals}
     return {"seed": seed, "best": best, "wall_time_s": time.perf_counter() - started, "train_seconds": train_seconds}
+
+
+def write_comparison(report: dict[str, Any], stem, title: str, context: list[str], table: list[str]) -> None:
+    """Both fine-tuning benchmarks' report: the speedups, ``stem``.json, and ``stem``.md (printed too)
+    with how the run was made, ``context`` lines about its data, and the results ``table``."""
+    fastbert, transformers = report["fastbert"], report["transformers"]
+    report["speedup_train"] = transformers["train_seconds"]["mean"] / fastbert["train_seconds"]["mean"]
+    report["speedup_wall"] = transformers["wall_time_s"]["mean"] / fastbert["wall_time_s"]["mean"]
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    load = report["load_average_1m"]
+    text = "\n".join([
+        f"# {title}",
+        "",
+        f"Device: {report['device']}. Command: `{report['command']}`.",
+        *context,
+        f"Hyperparameters: {json.dumps(report['hyperparameters'])}.",
+        f"Load average (1 min) at start / end: {load['start']:.2f} / {load['end']:.2f}.",
+        "",
+        *table,
+        "",
+        f"Training speedup (transformers / fastbert): {report['speedup_train']:.2f}x; "
+        f"wall-time ratio {report['speedup_wall']:.2f}x.",
+        "",
+    ])
+    stem.with_suffix(".md").write_text(text)
+    print(text)
