@@ -7,13 +7,14 @@ time (always when the chunk is a single sentence) B is replaced by a span of ano
 document and the unused sentences are put back for the next chunk. Finally the longer
 side loses a token at a random end until the pair fits.
 
-A pair is four offsets into the corpus's flat token array, so nothing is copied here, and
-the corpus's arrays may be memory maps of a token store on disk (see
-:mod:`fastbert.data.store`): pairing reads only the sentences it uses.
+A pair is four offsets into the corpus's flat token array, so no token is read here. The
+sentence offsets are only ever sliced (one slice per document), so they may be a
+:class:`~fastbert.data.store.FileArray` on disk: pairing reads only the documents it uses.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -28,8 +29,8 @@ class TokenizedCorpus:
     a random-next segment always comes from a document of the same split.
     """
 
-    tokens: np.ndarray
-    sentence_offsets: np.ndarray  # int64 [num_sentences + 1] into tokens
+    tokens: np.ndarray  # or a FileArray: read by slices only
+    sentence_offsets: np.ndarray  # int64 [num_sentences + 1] into tokens; or a FileArray
     document_offsets: np.ndarray  # int64 [num_all_documents + 1] into sentences
     documents: np.ndarray  # int64 [num_documents]: this split's documents, indices into document_offsets
 
@@ -46,6 +47,11 @@ class TokenizedCorpus:
         """(first sentence, one past the last) of this split's document number ``document``."""
         index = int(self.documents[document])
         return int(self.document_offsets[index]), int(self.document_offsets[index + 1])
+
+    def document_ends(self, document: int) -> list[int]:
+        """Token offsets of a split's document's sentence bounds (sentences + 1 values): sentence i is ends[i]:ends[i+1]."""
+        first, last = self.sentence_range(document)
+        return np.asarray(self.sentence_offsets[first : last + 1]).tolist()  # a list: cheaper to index one by one
 
 
 class Pair(NamedTuple):
@@ -64,27 +70,28 @@ def document_pairs(
     """The NSP pairs of the split's document number ``document``; A + B never exceeds max_num_tokens (>= 2) tokens."""
     if corpus.num_documents < 2:
         raise ValueError("random-next pairs need at least two documents")
-    ends = corpus.sentence_offsets
-    first, last = corpus.sentence_range(document)
+    # Sentence numbers below are the document's own: sentence i is tokens[ends[i]:ends[i + 1]].
+    ends = corpus.document_ends(document)
+    last = len(ends) - 1
     target = max_num_tokens
     if rng.random() < short_seq_prob:
         target = int(rng.integers(2, max_num_tokens + 1))
 
     pairs: list[Pair] = []
-    chunk_start = sentence = first
+    chunk_start = sentence = 0
     while sentence < last:
         sentence += 1
         if sentence < last and ends[sentence] - ends[chunk_start] < target:
             continue
         chunk_sentences = sentence - chunk_start
         split = chunk_start + (1 if chunk_sentences < 2 else int(rng.integers(1, chunk_sentences)))
-        a_start, a_end = int(ends[chunk_start]), int(ends[split])
+        a_start, a_end = ends[chunk_start], ends[split]
         is_random_next = chunk_sentences == 1 or rng.random() < 0.5
         if is_random_next:
             b_start, b_end = _random_span(corpus, document, target - (a_end - a_start), rng)
             sentence = split  # the sentences B would have used start the next chunk
         else:
-            b_start, b_end = a_end, int(ends[sentence])
+            b_start, b_end = a_end, ends[sentence]
         pairs.append(Pair(*_truncate_pair(a_start, a_end, b_start, b_end, max_num_tokens, rng), is_random_next))
         chunk_start = sentence
     return pairs
@@ -96,14 +103,12 @@ def _random_span(
     """Whole sentences of a different document from a random start until target_tokens (at least one)."""
     other = int(rng.integers(corpus.num_documents - 1))
     other += other >= document
-    first, last = corpus.sentence_range(other)
-    start = int(rng.integers(first, last))
-    ends = corpus.sentence_offsets
-    # Searched within the document's own sentences: a search over the whole prefix of the
-    # memory-mapped offsets reads far more of the map than it needs (the same answer either way).
-    end = start + int(np.searchsorted(ends[start : last + 1], ends[start] + target_tokens, side="left"))
+    ends = corpus.document_ends(other)
+    last = len(ends) - 1
+    start = int(rng.integers(last))
+    end = bisect.bisect_left(ends, ends[start] + target_tokens, lo=start)
     end = min(max(end, start + 1), last)
-    return int(ends[start]), int(ends[end])
+    return ends[start], ends[end]
 
 
 def _truncate_pair(

@@ -282,6 +282,7 @@ def _work_runner(setup: WorkerSetup, workers: int):
         try:
             yield lambda function, tasks: (local[function](*task) for task in tasks)
         finally:
+            worker.close()
             if previous is None:
                 os.environ.pop("TOKENIZERS_PARALLELISM")
             else:

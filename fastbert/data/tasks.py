@@ -86,19 +86,30 @@ class Worker:
                 bounds.append(pair[:4])
                 random_next.append(pair.is_random_next)
         bounds = np.array(bounds, dtype=np.int64).reshape(-1, 4)
-        tokens = corpus.tokens
-        segments = [tokens[begin:end] for row in bounds.tolist() for begin, end in ((row[0], row[1]), (row[2], row[3]))]
         a_lengths = bounds[:, 1] - bounds[:, 0]
-        chunk = PairChunk(np.concatenate(segments), a_lengths + bounds[:, 3] - bounds[:, 2],
-                          a_lengths.astype(np.int32), np.array(random_next, dtype=np.uint8))
-        self.store.release_pages()
-        return chunk
+        return PairChunk(_read_segments(corpus.tokens, bounds), a_lengths + bounds[:, 3] - bounds[:, 2],
+                         a_lengths.astype(np.int32), np.array(random_next, dtype=np.uint8))
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
 
     @property
     def store(self) -> TokenStore:
         if self._store is None:  # opened on first use: it is complete only once pass 1 is over
             self._store = TokenStore(self.setup.store_dir, self.token_dtype)
         return self._store
+
+
+def _read_segments(tokens, bounds: np.ndarray) -> np.ndarray:
+    """Every pair's A then B, back to back: one read where B follows A in the store, else two."""
+    pieces = []
+    for a_start, a_end, b_start, b_end in bounds.tolist():
+        if b_start == a_end:
+            pieces.append(tokens[a_start:b_end])
+        else:
+            pieces += (tokens[a_start:a_end], tokens[b_start:b_end])
+    return np.concatenate(pieces) if pieces else np.zeros(0, tokens.dtype)
 
 
 _worker: Worker | None = None
