@@ -7,6 +7,7 @@ import torch
 
 from fastbert.errors import UserError
 from fastbert.train.config import EngineConfig, OptimizerConfig
+from fastbert.train.engines.optim import build_optimizer
 from fastbert.train.engines import LocalEngine, build_engine
 from fastbert.train.schedule import linear_warmup_decay, parameter_groups
 
@@ -82,6 +83,28 @@ def test_gradient_clipping_reports_the_unclipped_norm():
     engine.train_step(batch)
     assert engine.grad_norm == pytest.approx(grads.norm().item(), rel=1e-5)
     assert engine.grad_norm > 1e-3
+
+
+@pytest.mark.parametrize("grad_clip", [1e-3, 0.0])
+def test_clipped_update_equals_clip_grad_norm_then_adamw(grad_clip):
+    """The engine clips inside the fused AdamW (its grad_scale): the same update as clip_grad_norm_ first."""
+    engine = make_engine(grad_clip=grad_clip)
+    batches = toy_batches(3, 16)
+    torch.manual_seed(0)
+    twin = ToyRegressor()
+    optimizer = build_optimizer(twin, engine.config.optim, torch.device("cpu"))
+    for batch in batches:
+        engine.train_step(batch)
+        twin(batch.inputs, **batch.targets).loss.backward()
+        if grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(twin.parameters(), grad_clip)
+            assert norm > 10 * grad_clip  # clipping is active
+        optimizer.step()
+        optimizer.zero_grad()
+        for group in optimizer.param_groups:  # the engine's schedule, by hand: linear decay over 100 steps
+            group["lr"] = engine.get_lr()
+    for ours, theirs in zip(engine.module.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
 
 
 def test_checkpoint_round_trip_continues_identically(tmp_path):

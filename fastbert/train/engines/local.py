@@ -39,6 +39,7 @@ class LocalEngine(Engine):
         # none), kept on the device so that no step reads them.
         self._first_skipped = torch.zeros(2, dtype=torch.int64, device=self.device)
         self._skips_on_device = _skips_on_found_inf(self.optimizer)
+        self._clips_in_step = _is_fused_adam(self.optimizer)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
@@ -70,7 +71,15 @@ class LocalEngine(Engine):
 
     def _update(self) -> None:
         max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else math.inf
-        self._grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
+        if self._clips_in_step:
+            # torch's fused AdamW divides every gradient by ``grad_scale`` as it reads it (AMP's
+            # unscaling): clipping by the same factor there saves a pass over all gradients.
+            self._grad_norm = _total_norm([p.grad for p in self.module.parameters() if p.grad is not None])
+            if max_norm < math.inf:
+                clip_coef = torch.clamp(max_norm / (self._grad_norm + 1e-6), max=1.0)  # as clip_grad_norm_ computes it
+                self.optimizer.grad_scale = 1.0 / clip_coef
+        else:
+            self._grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
         skip = self.window.nonfinite | ~torch.isfinite(self._grad_norm)
         if self._skips_on_device:
             # The optimizer leaves weights, moments and step count alone when found_inf is set
@@ -134,9 +143,18 @@ class LocalEngine(Engine):
         self.module.save_pretrained(out_dir, tokenizer=tokenizer)
 
 
+def _is_fused_adam(optimizer: torch.optim.Optimizer) -> bool:
+    return isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW) and bool(optimizer.defaults.get("fused"))
+
+
 def _skips_on_found_inf(optimizer: torch.optim.Optimizer) -> bool:
     """Whether ``optimizer.step()`` honours ``optimizer.found_inf`` (torch's fused Adam/AdamW
     do, as does fastbert's LAMB); other optimizers get the host check before each update."""
-    if isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
-        return bool(optimizer.defaults.get("fused"))
-    return bool(getattr(optimizer, "skips_on_found_inf", False))
+    return _is_fused_adam(optimizer) or bool(getattr(optimizer, "skips_on_found_inf", False))
+
+
+def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all gradients together, as ``clip_grad_norm_`` computes it (get_total_norm: torch >= 2.6)."""
+    if hasattr(torch.nn.utils, "get_total_norm"):
+        return torch.nn.utils.get_total_norm(grads, 2.0)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, 2.0) for g in grads]), 2.0)

@@ -1,0 +1,63 @@
+"""Training on a CPU: keep large freed buffers in the heap instead of handing them back to the kernel.
+
+glibc's malloc serves an allocation above its mmap threshold (32 MiB at most, adjusted on
+the fly) with a fresh ``mmap`` and unmaps it on free. A CPU training step allocates and
+frees buffers that large every step: the dense gradient of the word embeddings alone is
+30,522 x 384 floats (47 MB) for MiniLM and 94 MB for BERT-base. Each step then page-faults
+them in afresh: in MiniLM's CoLA step, zero-filling that gradient took 54 ms against 1.7 ms
+for a multiply over the same tensor once resident, and the step went from 0.259 s to
+0.215 s when freed memory was kept (30 steps on the same batches, this project's 2-core
+CPU; transformers' step 0.433 -> 0.395 s). Raising the mmap and trim thresholds makes the next step
+reuse resident pages. Intel's CPU guides for PyTorch get the same with jemalloc or
+tcmalloc through ``LD_PRELOAD``; this needs no extra library.
+
+The cost: the process keeps the heap of its largest step (as CUDA's caching allocator keeps
+device memory). A user who chose an allocator (``LD_PRELOAD``, ``GLIBC_TUNABLES`` or
+glibc's ``MALLOC_*_`` variables) keeps that choice: nothing is changed then.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+
+logger = logging.getLogger(__name__)
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+MMAP_THRESHOLD_BYTES = 1 << 30
+"""Only buffers of 1 GiB or more still get their own mmap. (A threshold of 16 GiB made the step 2.5x
+slower here rather than faster: keep it well below that.)"""
+TRIM_THRESHOLD_BYTES = 1 << 34
+"""Free memory at the top of the heap is given back to the kernel only beyond 16 GiB."""
+USER_CHOICES = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TOP_PAD_")
+
+_configured: bool | None = None
+
+
+def user_chose_allocator(environ: dict[str, str] | os._Environ = os.environ) -> bool:
+    return any(name in environ for name in USER_CHOICES) or "malloc" in environ.get("LD_PRELOAD", "")
+
+
+def keep_freed_host_memory() -> bool:
+    """Set glibc's thresholds once per process; whether they are set (False off glibc or by the user's choice)."""
+    global _configured
+    if _configured is None:
+        _configured = _configure()
+    return _configured
+
+
+def _configure() -> bool:
+    if not sys.platform.startswith("linux") or user_chose_allocator():
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and other C libraries have no mallopt
+        return False
+    done = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
+    if done:
+        logger.info("host memory: freed buffers are kept for reuse (glibc mmap/trim thresholds raised)")
+    return done
