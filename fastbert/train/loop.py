@@ -154,97 +154,100 @@ def train(
     if engine.is_main:
         metrics_log.truncate_after(start_step)
     trackers = Trackers.open(config.report_to, out_dir, config.settings, start_step) if engine.is_main else Trackers([])
-    peak = peak_flops(engine.device)
+    try:
+        peak = peak_flops(engine.device)
 
-    step = start_step
-    records: list[dict[str, Any]] = []
-    evaluations: list[dict[str, Any]] = []
-    since_eval: dict[str, float] = {}  # summed training quantities since the last evaluation
-    shown: dict[str, str] = {}  # the progress bar's latest training and held-out numbers
-    meter = _Meter()
-
-    def check_finite() -> None:
-        try:
-            engine.raise_if_diverged()
-        except TrainingDiverged as err:
-            raise _diverged(err, last_checkpoint) from None
-
-    def log() -> bool:
-        """Log the interval's metrics; whether any rank is out of time."""
-        nonlocal meter
-        check_finite()
-        out_of_time = config.max_minutes is not None and time.perf_counter() - started > 60 * config.max_minutes
-        sums = meter.reduce(engine, out_of_time)
-        out_of_time = sums.pop("out_of_time") > 0
-        for key, value in sums.items():
-            since_eval[key] = since_eval.get(key, 0.0) + value
-        record = _summarize(engine, sums, task, step, peak, flops_per_token)
-        records.append(record)
-        if engine.is_main:
-            metrics_log.append(record)
-            trackers.log(record)
-            shown.update({k: f"{record[k]:.4g}" for k in _BAR_KEYS if k in record})
-            bar.set_postfix(shown, refresh=False)
+        step = start_step
+        records: list[dict[str, Any]] = []
+        evaluations: list[dict[str, Any]] = []
+        since_eval: dict[str, float] = {}  # summed training quantities since the last evaluation
+        shown: dict[str, str] = {}  # the progress bar's latest training and held-out numbers
         meter = _Meter()
-        return out_of_time
 
-    def run_evaluation() -> None:
-        nonlocal meter
-        train_summary = {**_summarize(engine, since_eval, task, step, peak, flops_per_token),
-                         "tokens": since_eval["tokens"], "seconds": since_eval["seconds"]}
-        since_eval.clear()
-        result = {"step": step, "eval": evaluate(step, train_summary)}
-        evaluations.append(result)
-        if engine.is_main:
-            metrics_log.append(result)
-            trackers.log(result)
-            shown.update({f"eval_{k}": f"{result['eval'][k]:.4g}" for k in _BAR_EVAL_KEYS if k in result["eval"]})
-            bar.set_postfix(shown)
-        meter = _Meter()  # evaluation time is not training throughput
+        def check_finite() -> None:
+            try:
+                engine.raise_if_diverged()
+            except TrainingDiverged as err:
+                raise _diverged(err, last_checkpoint) from None
 
-    stopped_by = "data"
-    started = time.perf_counter()
-    bar = _progress_bar(engine, config, start_step)
-    batches = make_batches(start_step)
-    while step < config.max_steps:
-        wait_start = time.perf_counter()
-        batch = next(batches, None)
-        if batch is None:
-            break
-        meter.data_wait += time.perf_counter() - wait_start
-        try:
-            outputs = engine.train_step(batch)
-        except TrainingDiverged as err:  # from an engine that checks before each update
-            raise _diverged(err, last_checkpoint) from None
-        meter.add({"loss": outputs.loss, "micro_batches": 1, "tokens": batch.num_tokens,
-                   "sequences": batch.num_sequences, **task.batch_sums(batch, outputs)})
-        if engine.global_step == step:
-            continue  # inside an accumulation window: no update happened
-        step = engine.global_step
-        bar.update(1)
-
-        evaluate_now = evaluate is not None and config.eval_every > 0 and step % config.eval_every == 0
-        out_of_time = False
-        if step % config.log_every == 0 or step == config.max_steps or evaluate_now:
-            out_of_time = log()
-        if evaluate_now:
-            run_evaluation()
-        if out_of_time:
-            stopped_by = "time"
-            break
-        if config.save_every and step % config.save_every == 0 and step < config.max_steps:
+        def log() -> bool:
+            """Log the interval's metrics; whether any rank is out of time."""
+            nonlocal meter
             check_finite()
-            last_checkpoint = checkpoints.save(step, {"run_info": config.run_info}, tokenizer)
-    else:
-        stopped_by = "max_steps"
-    if meter.sums:  # the data ran out inside a logging interval
-        log()
-    if evaluate is not None and (not evaluations or evaluations[-1]["step"] != step) and since_eval:
-        run_evaluation()
-    bar.close()
+            out_of_time = config.max_minutes is not None and time.perf_counter() - started > 60 * config.max_minutes
+            sums = meter.reduce(engine, out_of_time)
+            out_of_time = sums.pop("out_of_time") > 0
+            for key, value in sums.items():
+                since_eval[key] = since_eval.get(key, 0.0) + value
+            record = _summarize(engine, sums, task, step, peak, flops_per_token)
+            records.append(record)
+            if engine.is_main:
+                metrics_log.append(record)
+                trackers.log(record)
+                shown.update({k: f"{record[k]:.4g}" for k in _BAR_KEYS if k in record})
+                bar.set_postfix(shown, refresh=False)
+            meter = _Meter()
+            return out_of_time
 
+        def run_evaluation() -> None:
+            nonlocal meter
+            train_summary = {**_summarize(engine, since_eval, task, step, peak, flops_per_token),
+                             "tokens": since_eval["tokens"], "seconds": since_eval["seconds"]}
+            since_eval.clear()
+            result = {"step": step, "eval": evaluate(step, train_summary)}
+            evaluations.append(result)
+            if engine.is_main:
+                metrics_log.append(result)
+                trackers.log(result)
+                shown.update({f"eval_{k}": f"{result['eval'][k]:.4g}" for k in _BAR_EVAL_KEYS if k in result["eval"]})
+                bar.set_postfix(shown)
+            meter = _Meter()  # evaluation time is not training throughput
+
+        stopped_by = "data"
+        started = time.perf_counter()
+        bar = _progress_bar(engine, config, start_step)
+        batches = make_batches(start_step)
+        while step < config.max_steps:
+            wait_start = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
+                break
+            meter.data_wait += time.perf_counter() - wait_start
+            try:
+                outputs = engine.train_step(batch)
+            except TrainingDiverged as err:  # from an engine that checks before each update
+                raise _diverged(err, last_checkpoint) from None
+            meter.add({"loss": outputs.loss, "micro_batches": 1, "tokens": batch.num_tokens,
+                       "sequences": batch.num_sequences, **task.batch_sums(batch, outputs)})
+            if engine.global_step == step:
+                continue  # inside an accumulation window: no update happened
+            step = engine.global_step
+            bar.update(1)
+
+            evaluate_now = evaluate is not None and config.eval_every > 0 and step % config.eval_every == 0
+            out_of_time = False
+            if step % config.log_every == 0 or step == config.max_steps or evaluate_now:
+                out_of_time = log()
+            if evaluate_now:
+                run_evaluation()
+            if out_of_time:
+                stopped_by = "time"
+                break
+            if config.save_every and step % config.save_every == 0 and step < config.max_steps:
+                check_finite()
+                last_checkpoint = checkpoints.save(step, {"run_info": config.run_info}, tokenizer)
+        else:
+            stopped_by = "max_steps"
+        if meter.sums:  # the data ran out inside a logging interval
+            log()
+        if evaluate is not None and (not evaluations or evaluations[-1]["step"] != step) and since_eval:
+            run_evaluation()
+        bar.close()
+        check_finite()
+    except BaseException:  # a diverged run, an error or Ctrl-C: the trackers' runs end as failed
+        trackers.close(failed=True)
+        raise
     trackers.close()
-    check_finite()
     if config.save_final:
         if last_checkpoint is None or last_checkpoint.name != f"step_{step:08d}":
             last_checkpoint = checkpoints.save(step, {"run_info": config.run_info}, tokenizer, final=True)

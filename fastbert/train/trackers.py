@@ -36,7 +36,9 @@ MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 class Tracker(Protocol):
     def log(self, scalars: dict[str, float], step: int) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, failed: bool = False) -> None:
+        """End the run; ``failed``: it stopped on an error (a diverged loss, Ctrl-C), so trackers mark it failed."""
+        ...
 
 
 def parse_report_to(report_to: str) -> tuple[str, ...]:
@@ -77,9 +79,9 @@ class Trackers:
             for tracker in self.trackers:
                 tracker.log(scalars, record["step"])
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         for tracker in self.trackers:
-            tracker.close()
+            tracker.close(failed)
 
 
 def record_scalars(record: dict[str, Any]) -> dict[str, float]:
@@ -116,7 +118,7 @@ class TensorBoardTracker:
             self.writer.add_scalar(key, value, step)
         self.writer.flush()  # a run that stops on an error keeps its curves; logging steps are rare
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         self.writer.close()
 
 
@@ -131,8 +133,8 @@ class WandbTracker:
     def log(self, scalars: dict[str, float], step: int) -> None:
         self.run.log(scalars, step=step)
 
-    def close(self) -> None:
-        self.run.finish()
+    def close(self, failed: bool = False) -> None:
+        self.run.finish(exit_code=1 if failed else 0)
 
 
 class MlflowTracker:
@@ -163,5 +165,5 @@ class MlflowTracker:
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(key, value, now, step) for key, value in scalars.items()])
 
-    def close(self) -> None:
-        self.client.set_terminated(self.run_id)
+    def close(self, failed: bool = False) -> None:
+        self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")

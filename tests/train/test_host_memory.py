@@ -22,7 +22,7 @@ def _configured_in_fresh_process(env: dict[str, str]) -> str:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_thresholds_are_set_on_glibc_and_left_alone_when_chosen(monkeypatch):
+def test_thresholds_are_set_on_glibc_and_left_alone_when_chosen():
     import os
 
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "LD_PRELOAD") and not k.startswith("MALLOC_")}

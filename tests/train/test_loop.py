@@ -25,11 +25,12 @@ class ToyMetrics:
         return {"mae": sums["abs_error"] / sums["sequences"]}
 
 
-def run(out_dir, max_steps, resume=False, save_every=0, batches=BATCHES):
+def run(out_dir, max_steps, resume=False, save_every=0, batches=BATCHES, report_to="jsonl"):
     torch.manual_seed(0)
     optim = OptimizerConfig(lr=1e-2, warmup_steps=2)
     engine = LocalEngine(ToyRegressor(dropout=0.3), EngineConfig(optim=optim, total_steps=8, grad_accum_steps=2))
-    config = LoopConfig(out_dir=out_dir, max_steps=max_steps, log_every=1, save_every=save_every, progress=False, run_info={"seed": 0})
+    config = LoopConfig(out_dir=out_dir, max_steps=max_steps, log_every=1, save_every=save_every, progress=False,
+                        run_info={"seed": 0}, report_to=report_to)
     # A padded batch of 4 sequences per micro-batch; two micro-batches per step.
     make_batches = lambda step: iter(batches[2 * step :])  # noqa: E731
     return engine, train(engine, make_batches, config, ToyMetrics(), resume=resume)
@@ -85,6 +86,25 @@ def test_non_finite_loss_stops_before_the_optimizer_steps(tmp_path):
     assert "step_00000002" in str(caught.value)
     # The checkpoint of step 2 is the newest state; nothing after it was written.
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_00000002"
+
+
+def test_a_diverged_run_ends_its_tracker_runs_as_failed(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    poisoned = list(BATCHES)
+    poisoned[5] = toy_batch(BATCHES[5].inputs, torch.full_like(BATCHES[5].targets["targets"], float("nan")))
+    with pytest.raises(TrainingDiverged):
+        run(tmp_path / "diverged", max_steps=6, batches=poisoned, report_to="jsonl,mlflow")
+    run(tmp_path / "healthy", max_steps=2, report_to="jsonl,mlflow")
+    statuses = {}
+    for name in ("diverged", "healthy"):
+        client = MlflowClient(tracking_uri=(tmp_path / name / "mlruns").resolve().as_uri())
+        (tracked,) = client.search_runs([client.get_experiment_by_name("fastbert").experiment_id])
+        statuses[name] = tracked.info.status
+    assert statuses == {"diverged": "FAILED", "healthy": "FINISHED"}
 
 
 def test_data_order_does_not_depend_on_the_world_size():

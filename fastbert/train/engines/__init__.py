@@ -15,7 +15,6 @@ from torch import nn
 
 from ...errors import UserError
 from ..config import EngineConfig
-from ..host_memory import keep_freed_host_memory
 from ..launch import discover_launch
 from .base import Engine, TrainingDiverged
 from .graphed import GraphedEngine
@@ -29,8 +28,6 @@ def build_engine(model: nn.Module, config: EngineConfig) -> Engine:
     (torchrun/SLURM without one get ZeRO stage 0, i.e. data parallelism); else a local engine
     on this process's GPU."""
     launch = discover_launch()
-    if not torch.cuda.is_available():
-        keep_freed_host_memory()  # a CPU step reallocates its large buffers every step
     if config.deepspeed_config is not None or launch.world_size > 1:
         if config.cuda_graphs:
             raise UserError("cuda_graphs works with the local engine only; DeepSpeed runs its own step")

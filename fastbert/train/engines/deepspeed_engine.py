@@ -21,6 +21,7 @@ from torch import nn
 from ...errors import UserError
 from ...model.inputs import Batch
 from ..config import EngineConfig
+from ..host_memory import keep_freed_host_memory
 from ..launch import start_launch
 from ..schedule import build_scheduler
 from .base import AccumulationWindow, Engine
@@ -129,6 +130,8 @@ class DeepSpeedEngine(Engine):
         self.config = config
         self.module = self.engine.module
         self.device = self.engine.device
+        if torch.device(self.device).type == "cpu":
+            keep_freed_host_memory()  # a CPU step reallocates its large buffers every step
         self.rank = self.engine.global_rank
         self.world_size = self.engine.world_size
         self.window = AccumulationWindow(config.grad_accum_steps, self.device)

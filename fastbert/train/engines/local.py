@@ -13,6 +13,7 @@ from torch import nn
 from ...errors import UserError
 from ...model.inputs import Batch
 from ..config import EngineConfig
+from ..host_memory import keep_freed_host_memory
 from ..schedule import build_scheduler
 from .base import AccumulationWindow, Engine, TrainingDiverged
 from .optim import build_optimizer
@@ -25,6 +26,8 @@ class LocalEngine(Engine):
     def __init__(self, model: nn.Module, config: EngineConfig, device: torch.device | None = None):
         self.config = config
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cpu":
+            keep_freed_host_memory()  # a CPU step reallocates its large buffers every step
         self.module = model.to(self.device)
         # What runs the forward: the module itself, or its compiled wrapper (which shares its
         # parameters, so state dicts, checkpoints and exports keep using self.module).
