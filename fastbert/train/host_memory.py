@@ -6,9 +6,9 @@ frees buffers that large every step: the dense gradient of the word embeddings a
 30,522 x 384 floats (47 MB) for MiniLM and 94 MB for BERT-base. Each step then page-faults
 them in afresh: in MiniLM's CoLA step, zero-filling that gradient took 54 ms against 1.7 ms
 for a multiply over the same tensor once resident, and the step went from 0.259 s to
-0.215 s when freed memory was kept (30 steps on the same batches, this project's 2-core
-CPU; transformers' step 0.433 -> 0.395 s). Raising the mmap and trim thresholds makes the next step
-reuse resident pages. Intel's CPU guides for PyTorch get the same with jemalloc or
+0.198 s when freed memory was kept (30 steps on the same batches, this project's 2-core
+CPU; transformers' step, in the same process, 0.433 -> 0.393 s). Raising the mmap and trim
+thresholds makes the next step reuse resident pages. Intel's CPU guides for PyTorch get the same with jemalloc or
 tcmalloc through ``LD_PRELOAD``; this needs no extra library.
 
 The cost: the process keeps the heap of its largest step (as CUDA's caching allocator keeps
