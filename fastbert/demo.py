@@ -74,7 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="tokens per pair (64: twice the steps of 128 in the same minutes, enough to leave the unigram plateau)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--model", default="auto",
-                        help="model preset; auto (default): mini if it makes enough steps in the budget for NSP to learn, else tiny")
+                        help="model preset; auto (default): mini if it makes enough steps in the budget for NSP to learn, else tiny "
+                        "(with --max-steps, which times nothing: mini)")
     parser.add_argument("--held-out-pairs", type=int, default=1024, help="held-out pairs to evaluate on (default 1024)")
     parser.add_argument("--seed", type=int, default=1234)
     parser.set_defaults(func=run)
