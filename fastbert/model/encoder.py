@@ -44,11 +44,24 @@ class BertEmbeddings(FusedOwnerMixin, nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.sparse_word_gradient = False
+        """Whether the word table's gradient arrives as the batch's rows (a sparse tensor) rather
+        than a dense [vocab, hidden] tensor; set through
+        :meth:`BertPreTrainedModel.sparse_embedding_gradients`, by an engine that keeps a dense
+        ``.grad`` to add the rows into."""
 
     def forward(self, input_ids, token_type_ids, position_ids) -> torch.Tensor:
+        words, word_ids = self.word_embeddings.weight, input_ids
+        if self.sparse_word_gradient and torch.is_grad_enabled():
+            # Gather the batch's rows first and hand the fused op that small table: its backward
+            # then makes a [tokens, hidden] gradient, which reaches the word table as sparse rows,
+            # instead of zero-filling a fresh [vocab, hidden] tensor every step (47 MB for BERT's
+            # vocabulary: about 10 ms of a 0.22 s CoLA step on a 2-core CPU).
+            words = F.embedding(input_ids.reshape(-1), words, sparse=True)
+            word_ids = torch.arange(input_ids.numel(), device=input_ids.device).view_as(input_ids)
         return self.backends.ops(input_ids.device).embedding_layer_norm(
-            input_ids, token_type_ids, position_ids,
-            self.word_embeddings.weight, self.token_type_embeddings.weight, self.position_embeddings.weight,
+            word_ids, token_type_ids, position_ids,
+            words, self.token_type_embeddings.weight, self.position_embeddings.weight,
             self.LayerNorm.weight, self.LayerNorm.bias, self.config.layer_norm_eps,
             self.config.hidden_dropout_prob if self.training else 0.0,
         )
@@ -194,6 +207,19 @@ class BertPreTrainedModel(PretrainedMixin, nn.Module):
     def backends(self) -> Backends:
         """The kernel and attention backends this model runs (shared by all its modules)."""
         return self.bert.backends
+
+    def sparse_embedding_gradients(self) -> list[nn.Parameter]:
+        """Make the backward send the word-embedding table only the rows of the batch's tokens, as a
+        sparse gradient, where that saves work; the parameters whose gradients now arrive sparse.
+
+        Their ``.grad`` must already be a dense tensor when the backward runs (autograd then adds
+        the rows into it, and optimizers read dense gradients): the caller owns that buffer.
+        """
+        table = self.bert.embeddings.word_embeddings.weight
+        if not table.requires_grad:  # a frozen table gets no gradient, and must get no buffer to update it from
+            return []
+        self.bert.embeddings.sparse_word_gradient = True
+        return [table]
 
     def external_parameter_uses(self) -> Iterator[tuple[nn.Module, nn.Parameter]]:
         """(module, parameter) pairs where ``module``'s forward uses a parameter it does not own directly."""

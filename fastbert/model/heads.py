@@ -88,6 +88,10 @@ class BertForPreTraining(BertPreTrainedModel):
         # The decoder reads the word-embedding table inside this module's forward.
         yield self, self.bert.embeddings.word_embeddings.weight
 
+    def sparse_embedding_gradients(self) -> list[nn.Parameter]:
+        # The tied decoder gives the table a dense gradient anyway: sparse rows would save nothing.
+        return []
+
     def forward(
         self,
         input_ids: torch.Tensor | BertInputs,
