@@ -71,3 +71,36 @@ def layer_norm(
 ) -> torch.Tensor:
     """LayerNorm(dropout(x + x_bias) + residual)."""
     return implementation(x.device, backend).layer_norm(x, weight, bias, eps, residual, dropout_p, x_bias)
+
+
+def _hand_over_to_installed_kernels() -> None:
+    """Leave the top-level name ``kernels`` to the PyPI package of that name, when it is installed.
+
+    From a source checkout's root (``python -m pytest``, the benchmarks, ``python -m fastbert``)
+    this folder is importable as a top-level ``kernels`` too, and then shadows Hugging Face's
+    ``kernels`` package, which transformers >= 5.25 requires and imports. fastbert's own name
+    for this package is ``fastbert.kernels``; under the bare name the installed package answers.
+    """
+    import importlib.machinery
+    import importlib.util
+    import os
+    import sys
+
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    elsewhere = [p for p in sys.path if os.path.abspath(p or os.curdir) != checkout]
+    spec = importlib.machinery.PathFinder.find_spec("kernels", elsewhere)
+    if spec is None or spec.loader is None:
+        return  # nothing to shadow: this folder may keep the name
+    for name in [n for n in sys.modules if n == "kernels" or n.startswith("kernels.")]:
+        del sys.modules[name]  # this folder's submodules too, so none passes for one of the package's
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["kernels"] = module  # the import statement that ran this file returns sys.modules["kernels"]
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules["kernels"]
+        raise
+
+
+if __name__ == "kernels":
+    _hand_over_to_installed_kernels()

@@ -78,3 +78,28 @@ import fastbert
 print(json.dumps({{"new": sorted(set(sys.modules) - before)}}))
 """
     assert run_python(code, cwd=tmp_path)["new"] == ["fastbert"]
+
+
+def test_the_checkout_root_leaves_the_name_kernels_to_an_installed_package(tmp_path: Path):
+    # From the checkout's root (python -m pytest, the benchmarks), kernels/ is importable as a
+    # top-level "kernels" and would shadow Hugging Face's package of that name, which
+    # transformers >= 5.25 imports (its BERT then failed to import). A stand-in for that package
+    # sits right after the checkout on sys.path; the bare name must reach it, while
+    # fastbert.kernels stays fastbert's.
+    site = tmp_path / "site"
+    (site / "kernels").mkdir(parents=True)
+    (site / "kernels" / "__init__.py").write_text("from kernels.layer import LAYER\n")
+    (site / "kernels" / "layer.py").write_text("LAYER = 'hub kernels'\n")
+    code = f"""
+import json, sys
+sys.path[:0] = [{str(REPO)!r}, {str(site)!r}]
+import kernels
+import fastbert.kernels
+print(json.dumps({{"bare": kernels.__file__, "layer": getattr(kernels, "LAYER", None),
+                   "ours": fastbert.kernels.__file__, "ours_has_ops": hasattr(fastbert.kernels, "layer_norm"),
+                   "stray": sorted(n for n in sys.modules if n.startswith("kernels.") and n != "kernels.layer")}}))
+"""
+    result = run_python(code, cwd=tmp_path)
+    assert Path(result["bare"]).is_relative_to(site) and result["layer"] == "hub kernels"
+    assert result["stray"] == []  # none of this folder's submodules passes for one of the package's
+    assert Path(result["ours"]).is_relative_to(REPO) and result["ours_has_ops"]
