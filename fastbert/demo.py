@@ -78,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="auto",
                         help="model preset; auto (default): mini if it makes enough steps in the budget for NSP to learn, else tiny "
                         "(with --max-steps, which times nothing: mini)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the preset's, LEARNING_RATES in fastbert/demo.py)")
     parser.add_argument("--held-out-pairs", type=int, default=1024, help="held-out pairs to evaluate on (default 1024)")
     parser.add_argument("--seed", type=int, default=1234)
     parser.set_defaults(func=run)
@@ -158,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
     minutes = args.minutes if args.minutes is not None else (2.0 if cuda else 5.0)
     if minutes <= 0:
         raise UserError(f"--minutes must be positive, got {minutes}")
+    if args.lr is not None and not args.lr > 0:  # also refuses nan
+        raise UserError(f"--lr must be a positive number, got {args.lr}")
     started = time.perf_counter()
 
     if args.corpus:
@@ -188,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
 
     candidates = AUTO_MODELS if args.model == "auto" else (args.model,)
     config = PretrainConfig(
-        model=candidates[0], batch_size=args.batch_size, optim=OptimizerConfig(lr=_learning_rate(candidates[0]), warmup_ratio=0.06),
+        model=candidates[0], batch_size=args.batch_size, optim=OptimizerConfig(lr=_learning_rate(candidates[0], args.lr), warmup_ratio=0.06),
         seed=args.seed, log_every=10, save_every=0, num_workers=0, eval_data=str(out / "held_out"), eval_pairs=args.held_out_pairs,
     )
     if args.max_steps:
@@ -197,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         training_started = time.perf_counter()
         for model in candidates:
-            config = dataclasses.replace(config, model=model, optim=dataclasses.replace(config.optim, lr=_learning_rate(model)))
+            config = dataclasses.replace(config, model=model, optim=dataclasses.replace(config.optim, lr=_learning_rate(model, args.lr)))
             timing = time_steps(config, out)
             remaining = 60 * minutes - (time.perf_counter() - training_started)
             steps = plan_steps(remaining, timing)
@@ -222,8 +225,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _learning_rate(model: str) -> float:
-    return LEARNING_RATES.get(model, LEARNING_RATE)
+def _learning_rate(model: str, requested: float | None) -> float:
+    return requested if requested is not None else LEARNING_RATES.get(model, LEARNING_RATE)
 
 
 def split_held_out(documents: list[list[str]]) -> tuple[list[list[str]], list[list[str]]]:

@@ -46,14 +46,9 @@ class LocalEngine(Engine):
         # On a CPU the word-embedding gradient comes as sparse rows, added into dense buffers
         # kept from step to step (zeroing a resident buffer is cheap; a fresh one page-faults).
         # A GPU zero-fills 47 MB in microseconds, and torch.compile keeps the dense path.
-        self._kept_grads: list[tuple[nn.Parameter, torch.Tensor]] = []
+        self._kept_grads: dict[nn.Parameter, KeptGradient] = {}
         if self.device.type == "cpu" and not config.compile and hasattr(self.module, "sparse_embedding_gradients"):
-            self._kept_grads = [(p, torch.zeros_like(p)) for p in self.module.sparse_embedding_gradients()]
-            self._restore_kept_grads()
-
-    def _restore_kept_grads(self) -> None:
-        for param, grad in self._kept_grads:
-            param.grad = grad.zero_()
+            self._kept_grads = {p: KeptGradient(p) for p in self.module.sparse_embedding_gradients()}
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
@@ -88,7 +83,10 @@ class LocalEngine(Engine):
         if self._clips_in_step:
             # torch's fused AdamW divides every gradient by ``grad_scale`` as it reads it (AMP's
             # unscaling): clipping by the same factor there saves a pass over all gradients.
-            self._grad_norm = _total_norm([p.grad for p in self.module.parameters() if p.grad is not None])
+            self._grad_norm = _total_norm([
+                kept.touched_rows() if (kept := self._kept_grads.get(p)) else p.grad
+                for p in self.module.parameters() if p.grad is not None
+            ])
             if max_norm < math.inf:
                 clip_coef = torch.clamp(max_norm / (self._grad_norm + 1e-6), max=1.0)  # as clip_grad_norm_ computes it
                 self.optimizer.grad_scale = 1.0 / clip_coef
@@ -106,7 +104,8 @@ class LocalEngine(Engine):
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=self.grads_set_to_none)
-        self._restore_kept_grads()
+        for kept in self._kept_grads.values():
+            kept.clear()
         self.window.reset()
         self._global_step += 1
 
@@ -156,6 +155,49 @@ class LocalEngine(Engine):
 
     def export_hf(self, out_dir: str | os.PathLike, tokenizer: Any = None) -> None:
         self.module.save_pretrained(out_dir, tokenizer=tokenizer)
+
+
+class KeptGradient:
+    """A parameter's dense ``.grad``, kept from step to step, into which the backward adds sparse rows.
+
+    Only the rows the step's gradients touched are non-zero, so clearing them (instead of all
+    47 MB of a [30522, 384] table) and taking the norm over them (instead of reading it all)
+    costs the batch's size, not the vocabulary's: together about 5 ms of a 0.22 s CoLA step
+    on a 2-core CPU. A dense gradient arriving instead (nothing in fastbert sends one) makes
+    both fall back to the whole buffer.
+    """
+
+    def __init__(self, param: nn.Parameter):
+        self.param = param
+        self.buffer = torch.zeros_like(param)
+        self._rows: list[torch.Tensor] = []
+        self._dense = False
+        param.register_hook(self._record)
+        param.grad = self.buffer
+
+    def _record(self, grad: torch.Tensor) -> None:
+        if self.param.grad is not self.buffer:
+            return  # another engine has since taken this parameter over; its own KeptGradient records
+        if grad.is_sparse:
+            self._rows.append(grad._indices()[0])
+        else:
+            self._dense = True
+
+    def touched_rows(self) -> torch.Tensor:
+        """The buffer's rows that may be non-zero (each once): all of it after a dense gradient."""
+        if self._dense or not self._rows:
+            return self.buffer
+        return self.buffer.index_select(0, torch.unique(torch.cat(self._rows)))
+
+    def clear(self) -> None:
+        """Zero what the step wrote and hand the buffer back as ``.grad`` for the next one."""
+        if self._dense:
+            self.buffer.zero_()
+        elif self._rows:
+            self.buffer.index_fill_(0, torch.cat(self._rows), 0.0)
+        self._rows.clear()
+        self._dense = False
+        self.param.grad = self.buffer
 
 
 def _is_fused_adam(optimizer: torch.optim.Optimizer) -> bool:
