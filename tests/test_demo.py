@@ -66,6 +66,12 @@ def test_demo_refuses_a_used_output_directory(tmp_path, capsys):
     assert "already exists and is not empty" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("lr", ["0", "-1e-3", "nan"])
+def test_demo_refuses_a_learning_rate_that_is_not_positive(tmp_path, capsys, lr):
+    assert main(["demo", "--out", str(tmp_path / "demo"), f"--lr={lr}"]) == 2
+    assert f"--lr must be a positive number, got {float(lr)}" in capsys.readouterr().err
+
+
 def test_docstring_prose_keeps_sentences_and_drops_code():
     doc = "Return the sum.\n\nExample:\n\n>>> add(1, 2)\n3\n\nArgs:\n    a: first\n    b: second\n\nIt works on ints and floats alike."
     assert prose_paragraphs(doc) == ["Return the sum.", "Example:", "It works on ints and floats alike."]
