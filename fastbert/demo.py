@@ -144,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
     from .train.config import OptimizerConfig, PretrainConfig
     from .train.pretrain import run_pretraining
 
+    if args.lr is not None and not args.lr > 0:  # also refuses nan; before anything is written
+        raise UserError(f"--lr must be a positive number, got {args.lr}")
     out: Path = args.out
     if out.exists() and any(out.iterdir()):
         if not (out / DEMO_MARKER).is_file():
@@ -159,8 +161,6 @@ def run(args: argparse.Namespace) -> int:
     minutes = args.minutes if args.minutes is not None else (2.0 if cuda else 5.0)
     if minutes <= 0:
         raise UserError(f"--minutes must be positive, got {minutes}")
-    if args.lr is not None and not args.lr > 0:  # also refuses nan
-        raise UserError(f"--lr must be a positive number, got {args.lr}")
     started = time.perf_counter()
 
     if args.corpus:

@@ -102,5 +102,6 @@ def _hand_over_to_installed_kernels() -> None:
         raise
 
 
+# Last, not first: the relative imports above must resolve to this folder before the name is handed over.
 if __name__ == "kernels":
     _hand_over_to_installed_kernels()

@@ -183,18 +183,24 @@ class KeptGradient:
         else:
             self._dense = True
 
+    def _row_index(self) -> torch.Tensor:
+        """Every recorded row index (repeats included), concatenated once per step."""
+        if len(self._rows) > 1:
+            self._rows = [torch.cat(self._rows)]
+        return self._rows[0]
+
     def touched_rows(self) -> torch.Tensor:
         """The buffer's rows that may be non-zero (each once): all of it after a dense gradient."""
         if self._dense or not self._rows:
             return self.buffer
-        return self.buffer.index_select(0, torch.unique(torch.cat(self._rows)))
+        return self.buffer.index_select(0, torch.unique(self._row_index()))
 
     def clear(self) -> None:
         """Zero what the step wrote and hand the buffer back as ``.grad`` for the next one."""
         if self._dense:
             self.buffer.zero_()
         elif self._rows:
-            self.buffer.index_fill_(0, torch.cat(self._rows), 0.0)
+            self.buffer.index_fill_(0, self._row_index(), 0.0)
         self._rows.clear()
         self._dense = False
         self.param.grad = self.buffer
