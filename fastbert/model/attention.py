@@ -8,7 +8,7 @@ first:
   fp16/bf16 only);
 * ``torch_varlen``: ``torch.nn.attention.varlen.varlen_attn`` (CUDA, recent torch, fp16/bf16
   only; it has no dropout, so ``auto`` skips it while attention dropout is active);
-* ``sdpa``: pad per sequence and run ``scaled_dot_product_attention`` with a boolean key
+* ``sdpa``: pad per sequence and run ``scaled_dot_product_attention`` with an additive key
   mask. Runs everywhere; the CPU path and the reference.
 
 ``FASTBERT_ATTENTION`` (read once per model, into its :class:`~fastbert.model.backends.Backends`)
@@ -161,31 +161,32 @@ def _first_query_attention(qkv: torch.Tensor, layout: SequenceLayout, dropout_p:
         return varlen_attn(q, k, v, cu_q, layout.cu_seqlens, 1, layout.max_seqlen)
     k, v = layout.as_rows(qkv[:, 1:]).permute(2, 0, 3, 1, 4).unbind(0)  # [S, h, T, d]
     q = q.unsqueeze(2)  # [S, h, 1, d]
-    mask = layout.key_padding_mask[:, None, None, :]
+    bias = layout.key_bias(qkv.dtype)
     if dropout_p > 0.0 and qkv.device.type == "cpu":
-        out = _attention_with_cpu_dropout(q, k, v, mask, dropout_p)
+        out = _attention_with_cpu_dropout(q, k, v, bias, dropout_p)
     else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
     return out.squeeze(2)
 
 
 def _padded_sdpa(qkv: torch.Tensor, layout: SequenceLayout, dropout_p: float) -> torch.Tensor:
     # One pad for all three: [N, 3, h, d] -> [S, T, 3, h, d] -> q, k, v as [S, h, T, d].
-    # Padded keys are masked out; padded query rows are dropped by the unpad.
+    # Padded keys are masked out (the layout's additive key bias, made once for all layers);
+    # padded query rows are dropped by the unpad.
     q, k, v = layout.as_rows(qkv).permute(2, 0, 3, 1, 4).unbind(0)
-    mask = layout.key_padding_mask[:, None, None, :]
+    bias = layout.key_bias(qkv.dtype)
     if dropout_p > 0.0 and qkv.device.type == "cpu":
-        out = _attention_with_cpu_dropout(q, k, v, mask, dropout_p)
+        out = _attention_with_cpu_dropout(q, k, v, bias, dropout_p)
     else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
     return layout.unpad(out.transpose(1, 2))
 
 
 def _attention_with_cpu_dropout(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor, dropout_p: float
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor, dropout_p: float
 ) -> torch.Tensor:
     # SDPA's math, which is what it runs on a CPU with dropout anyway, but with the cheaper
     # dropout mask of fastbert.kernels.dropout: SDPA draws one bernoulli per probability.
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
-    probs = scores.masked_fill(~key_mask, float("-inf")).softmax(-1)
+    probs = (scores + key_bias).softmax(-1)
     return kernels.dropout(probs, dropout_p) @ v

@@ -60,13 +60,19 @@ class SequenceLayout:
         return self.cu_seqlens[:-1].long()
 
     @cached_property
-    def padded_index(self) -> torch.Tensor:
-        """For each flat token, its position in a ``[S * max_seqlen]`` padded buffer."""
+    def token_coordinates(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each flat token, its sequence and its position in that sequence."""
         # Without output_size, repeat_interleave reads the total from the device.
         seq_of_token = torch.repeat_interleave(
             torch.arange(self.num_sequences, device=self.cu_seqlens.device), self.lengths, output_size=self.total_tokens
         )
         position = torch.arange(seq_of_token.numel(), device=seq_of_token.device) - self.first_token_index[seq_of_token]
+        return seq_of_token, position
+
+    @cached_property
+    def padded_index(self) -> torch.Tensor:
+        """For each flat token, its position in a ``[S * max_seqlen]`` padded buffer."""
+        seq_of_token, position = self.token_coordinates
         return seq_of_token * self.max_seqlen + position
 
     @cached_property
@@ -75,10 +81,22 @@ class SequenceLayout:
         positions = torch.arange(self.max_seqlen, device=self.cu_seqlens.device)
         return positions[None, :] < self.lengths[:, None]
 
+    def key_bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """``[S, 1, 1, max_seqlen]`` additive attention mask: 0 at real keys, -inf at padding.
+
+        What SDPA would make of the boolean mask in every layer (a ``where`` and two scalar
+        tensors, three launches), made once per forward and dtype and shared by the layers.
+        """
+        cache = self.__dict__.setdefault("_key_bias", {})
+        if dtype not in cache:
+            mask = self.key_padding_mask
+            bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+            cache[dtype] = bias[:, None, None, :]
+        return cache[dtype]
+
     def pad(self, flat: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
         """``[N, ...]`` → ``[S, max_seqlen, ...]`` with ``fill`` at padded positions."""
-        out = _ScatterRows.apply(flat, self.padded_index, self.num_sequences * self.max_seqlen, fill)
-        return out.view(self.num_sequences, self.max_seqlen, *flat.shape[1:])
+        return _ScatterRows.apply(flat, self.padded_index, *self.token_coordinates, self.num_sequences, self.max_seqlen, fill)
 
     def as_rows(self, flat: torch.Tensor) -> torch.Tensor:
         """``[N, ...]`` → ``[S, max_seqlen, ...]`` where the caller masks padding itself
@@ -119,18 +137,24 @@ class _GatherRows(torch.autograd.Function):
 
 
 class _ScatterRows(torch.autograd.Function):
-    """A ``rows``-row tensor of ``fill`` with ``src`` written at the unique ``index`` rows."""
+    """``[N, ...]`` → ``[S, max_seqlen, ...]``: ``fill`` with each token written at its place.
+
+    The backward reads each token's gradient at its (sequence, position): one gather that
+    takes the gradient in whatever strides it arrives in. Attention's comes as the stack of
+    q, k and v gradients seen through a permute; a flat ``index_select`` would first copy
+    all of it, padding included, into a contiguous buffer.
+    """
 
     @staticmethod
-    def forward(ctx, src: torch.Tensor, index: torch.Tensor, rows: int, fill: float) -> torch.Tensor:
-        ctx.save_for_backward(index)
-        out = src.new_full((rows, *src.shape[1:]), fill)
-        return out.index_copy_(0, index, src)
+    def forward(ctx, src, index, seq_of_token, position, sequences: int, seq_len: int, fill: float) -> torch.Tensor:
+        ctx.save_for_backward(seq_of_token, position)
+        out = src.new_full((sequences * seq_len, *src.shape[1:]), fill)
+        return out.index_copy_(0, index, src).view(sequences, seq_len, *src.shape[1:])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (index,) = ctx.saved_tensors
-        return grad.index_select(0, index), None, None, None
+        seq_of_token, position = ctx.saved_tensors
+        return grad[seq_of_token, position], None, None, None, None, None, None
 
 
 @dataclass(eq=False)

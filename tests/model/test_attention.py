@@ -27,6 +27,39 @@ def test_sdpa_matches_per_sequence_reference():
     torch.testing.assert_close(out, reference_attention(q, k, v, lengths), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("first_queries_only", [False, True], ids=["every-query", "first-queries"])
+def test_sdpa_gradients_match_per_sequence_reference(first_queries_only):
+    lengths = [1, 13, 7, 32]
+    layout = SequenceLayout.from_lengths(torch.tensor(lengths))
+    qkv = torch.randn(sum(lengths), 3, 4, 16, dtype=torch.float64, requires_grad=True)
+    ours = varlen_attention(qkv, layout, backend="sdpa", first_queries_only=first_queries_only)
+    theirs = reference_attention(*qkv.unbind(1), lengths)
+    if first_queries_only:
+        theirs = theirs[layout.first_token_index]
+    weights = torch.randn_like(ours)
+    ours_grad, theirs_grad = (torch.autograd.grad((out * weights).sum(), qkv)[0] for out in (ours, theirs))
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(ours_grad, theirs_grad)
+
+
+def test_padded_attention_masks_once_per_forward_and_copies_no_padded_gradient():
+    from benchmarks.op_count import OpCounter
+
+    lengths = [3, 9, 5]
+    layout = SequenceLayout.from_lengths(torch.tensor(lengths))
+    qkv = torch.randn(sum(lengths), 3, 2, 8, requires_grad=True)
+    with OpCounter() as forward:
+        two_layers = varlen_attention(qkv, layout, backend="sdpa") + varlen_attention(qkv, layout, backend="sdpa")
+    # The additive key mask is made once for both layers, not converted from a boolean in each.
+    assert forward.counts["aten.masked_fill_.Scalar"] == 1 and "aten.where.self" not in forward.counts
+    with OpCounter() as backward:
+        two_layers.sum().backward()
+    # Each token's gradient is gathered from the stacked q/k/v gradient where it lies; no
+    # contiguous copy of the whole padded buffer first.
+    assert "aten.clone.default" not in backward.counts
+    assert backward.counts["aten.index.Tensor"] == 2
+
+
 def test_auto_is_sdpa_on_cpu_and_env_overrides(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.delenv("FASTBERT_ATTENTION", raising=False)
