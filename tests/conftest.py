@@ -54,10 +54,14 @@ def _deepspeed_launch(args: list[str], timeout: int = 600) -> None:
         # The first init compiles a small communication op; cache it across runs.
         "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache/fastbert/torch_extensions")),
     }
-    command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(_free_port()),
+    port = _free_port()
+    command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(port),
                "--module", "fastbert", *args]
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # DeepSpeed's CPU all-reduce buffers (66 MB a rank) must not outlive the launch in /dev/shm.
+    left = sorted(p.name for p in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
+    assert not left, f"left in /dev/shm: {left}"
 
 
 def _free_port() -> int:
