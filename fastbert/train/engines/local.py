@@ -13,7 +13,7 @@ from torch import nn
 from ...errors import UserError
 from ...model.inputs import Batch
 from ..config import EngineConfig
-from ..host_memory import keep_freed_host_memory
+from ..host_memory import give_back_if_memory_is_low, keep_freed_host_memory
 from ..schedule import build_scheduler
 from .base import AccumulationWindow, Engine, TrainingDiverged
 from .optim import build_optimizer
@@ -65,6 +65,7 @@ class LocalEngine(Engine):
         outputs = self.forward_backward(batch)
         if self.window.add(outputs.loss):
             self._update()
+        give_back_if_memory_is_low()  # what the CPU heap keeps must not get the run killed
         return outputs
 
     @torch.no_grad()
