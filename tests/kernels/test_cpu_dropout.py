@@ -80,8 +80,9 @@ def test_attention_with_cpu_dropout_is_sdpa_when_nothing_is_dropped():
     torch.manual_seed(5)
     q, k, v = (torch.randn(3, 2, 9, 16, dtype=torch.float64) for _ in range(3))
     key_mask = (torch.arange(9) < torch.tensor([9, 4, 1])[:, None])[:, None, None, :]
+    key_bias = torch.zeros(key_mask.shape, dtype=q.dtype).masked_fill(~key_mask, float("-inf"))
     # p below 2**-17 rounds to no dropped lanes: the same math as SDPA without dropout.
-    ours = _attention_with_cpu_dropout(q, k, v, key_mask, 1e-7)
+    ours = _attention_with_cpu_dropout(q, k, v, key_bias, 1e-7)
     torch.testing.assert_close(ours, F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask))
 
 
@@ -89,8 +90,8 @@ def test_attention_with_cpu_dropout_drops_probabilities():
     torch.manual_seed(6)
     q, k = torch.zeros(1, 1, 400, 8), torch.zeros(1, 1, 400, 8)
     v = torch.ones(1, 1, 400, 8)
-    mask = torch.ones(1, 1, 1, 400, dtype=torch.bool)
-    out = _attention_with_cpu_dropout(q, k, v, mask, 0.5)
+    no_padding = torch.zeros(1, 1, 1, 400)  # the additive key mask of 400 real keys
+    out = _attention_with_cpu_dropout(q, k, v, no_padding, 0.5)
     # Uniform probabilities 1/400, half dropped, kept ones doubled: each row sums to about 1.
     assert out.mean().item() == pytest.approx(1.0, abs=0.05)
     assert out.std().item() > 0.01
