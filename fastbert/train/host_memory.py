@@ -14,8 +14,9 @@ tcmalloc through ``LD_PRELOAD``; this needs no extra library.
 The cost: the process keeps the heap of its largest step (as CUDA's caching allocator keeps
 device memory), and more: with batches of varying shapes the kept heap fragments, and freed
 holes the next step cannot fit into stay resident. Fine-tuning MiniLM on SQuAD (batches of
-32 windows of up to 384 tokens, 7.5 GiB at the peak of a step) grew to 24 GiB in 150 steps
-and was killed for memory on a 24 GiB machine. So while the machine has less than
+32 windows of up to 384 tokens, 7.5 GiB at the peak of a step) grew to 24 GiB in under 150 steps
+and was killed for memory on a 24 GiB machine. So while the machine (or this process's
+memory cgroup, where it sets a limit: containers, SLURM jobs) has less than
 LOW_MEMORY_FRACTION of its memory available, each step ends by handing the heap's free pages
 back (``malloc_trim``): the run goes on at the speed of glibc's defaults there (the next step
 faults its pages in again) instead of being killed. A user who chose an allocator
@@ -30,6 +31,7 @@ import ctypes.util
 import logging
 import os
 import sys
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ def _configure() -> bool:
     global _libc
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt, _ = libc.mallopt, libc.malloc_trim
+        mallopt, _ = libc.mallopt, libc.malloc_trim  # the hand-back needs malloc_trim too
     except (OSError, AttributeError):  # musl and other C libraries have no mallopt
         return False
     done = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
@@ -85,6 +87,10 @@ def give_back_if_memory_is_low(low_fraction: float = LOW_MEMORY_FRACTION) -> boo
     if _libc is None:
         return False
     available, total = _available_memory()
+    if (limited := _cgroup_memory()) is not None:  # a container's or SLURM job's limit is what kills
+        limit, usage = limited
+        available = None if available is None else min(available, limit - usage)
+        total = min(total, limit) if total else limit
     if available is None or available >= low_fraction * total:
         return False
     global _gave_back
@@ -110,3 +116,52 @@ def _available_memory() -> tuple[int | None, int]:
     except (OSError, ValueError):
         return None, 0
     return fields.get("MemAvailable"), fields.get("MemTotal", 0)
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_cgroup_files: tuple[Path, Path] | None | bool = False  # False: not looked up yet
+
+
+def _cgroup_memory() -> tuple[int, int] | None:
+    """(limit, usage) in bytes of this process's memory cgroup (v2 or v1) where it has a limit."""
+    global _cgroup_files
+    if _cgroup_files is False:
+        _cgroup_files = _find_cgroup_files(Path("/proc/self/cgroup"), CGROUP_ROOT)
+    if _cgroup_files is None:
+        return None
+    try:
+        limit, usage = (path.read_text().strip() for path in _cgroup_files)
+        return int(limit), int(usage)
+    except (OSError, ValueError):
+        return None
+
+
+def _find_cgroup_files(proc_cgroup: Path, root: Path) -> tuple[Path, Path] | None:
+    """The (limit, usage) files of the memory cgroup that ``proc_cgroup`` names, if it sets a limit.
+
+    A container sees its own cgroup at the root of ``root``, under a path that may name the
+    host's hierarchy, so the root is tried when the path is not there.
+    """
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hierarchy, controllers, path = line.split(":", 2)
+        if hierarchy == "0" and not controllers:  # cgroup v2's unified hierarchy
+            names, base = ("memory.max", "memory.current"), root
+        elif "memory" in controllers.split(","):  # cgroup v1's memory controller
+            names, base = ("memory.limit_in_bytes", "memory.usage_in_bytes"), root / "memory"
+        else:
+            continue
+        for directory in (base / path.lstrip("/"), base):
+            limit_file = directory / names[0]
+            try:
+                limit = limit_file.read_text().strip()
+            except OSError:
+                continue
+            # "max" (v2) or a huge number (v1) when no limit is set.
+            if limit.isdigit() and int(limit) < 1 << 60:
+                return limit_file, directory / names[1]
+            break
+    return None
