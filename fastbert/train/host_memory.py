@@ -139,8 +139,10 @@ def _cgroup_memory() -> tuple[int, int] | None:
 def _find_cgroup_files(proc_cgroup: Path, root: Path) -> tuple[Path, Path] | None:
     """The (limit, usage) files of the memory cgroup that ``proc_cgroup`` names, if it sets a limit.
 
-    A container sees its own cgroup at the root of ``root``, under a path that may name the
-    host's hierarchy, so the root is tried when the path is not there.
+    The limit may be set on an ancestor (SLURM limits the job, and its steps' cgroups say
+    "max"), so the cgroup and then its ancestors are tried, deepest first; a container sees
+    its own cgroup at the root of ``root``, under a path that may name the host's hierarchy,
+    which the root, an ancestor of every path, also covers.
     """
     try:
         lines = proc_cgroup.read_text().splitlines()
@@ -154,7 +156,8 @@ def _find_cgroup_files(proc_cgroup: Path, root: Path) -> tuple[Path, Path] | Non
             names, base = ("memory.limit_in_bytes", "memory.usage_in_bytes"), root / "memory"
         else:
             continue
-        for directory in (base / path.lstrip("/"), base):
+        relative = Path(path.lstrip("/"))
+        for directory in (base / relative, *(base / parent for parent in relative.parents)):
             limit_file = directory / names[0]
             try:
                 limit = limit_file.read_text().strip()
@@ -163,5 +166,4 @@ def _find_cgroup_files(proc_cgroup: Path, root: Path) -> tuple[Path, Path] | Non
             # "max" (v2) or a huge number (v1) when no limit is set.
             if limit.isdigit() and int(limit) < 1 << 60:
                 return limit_file, directory / names[1]
-            break
     return None

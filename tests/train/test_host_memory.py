@@ -76,14 +76,18 @@ def _cgroup(tmp_path, line: str, files: dict[str, str]):
 
 
 def test_the_memory_cgroup_limit_is_found_where_one_is_set(tmp_path):
-    # cgroup v2 (a SLURM job step), then v1 seen from inside a container (its own cgroup at the
-    # root; the path names the host's hierarchy), then no limit in either.
+    # cgroup v2 (a SLURM job step; the limit on the step, then on the job), then v1 seen from
+    # inside a container (its own cgroup at the root; the path names the host's hierarchy), then
+    # no limit in either.
     assert _cgroup(tmp_path / "v2", "0::/job_7/step_0", {"job_7/step_0/memory.max": "8589934592",
                                                           "job_7/step_0/memory.current": "1"}) == (
         "job_7/step_0/memory.max", "job_7/step_0/memory.current")
     assert _cgroup(tmp_path / "v1", "4:memory:/docker/abc", {"memory/memory.limit_in_bytes": "4294967296",
                                                              "memory/memory.usage_in_bytes": "1"}) == (
         "memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")
+    assert _cgroup(tmp_path / "v2job", "0::/job_7/step_0", {"job_7/step_0/memory.max": "max",
+                                                             "job_7/memory.max": "8589934592", "job_7/memory.current": "1"}) == (
+        "job_7/memory.max", "job_7/memory.current")  # the limit is the job's, the step says "max"
     assert _cgroup(tmp_path / "v2max", "0::/", {"memory.max": "max", "memory.current": "1"}) is None
     assert _cgroup(tmp_path / "v1max", "4:memory:/", {"memory/memory.limit_in_bytes": "9223372036854771712",
                                                       "memory/memory.usage_in_bytes": "1"}) is None
