@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from fastbert.finetune.collate import Item, epoch_order, rank_batches
+from fastbert.train.host_memory import give_back_if_memory_is_low
 from fastbert.train.schedule import build_scheduler, parameter_groups
 
 BETAS, EPS = (0.9, 0.999), 1e-6  # fastbert's OptimizerConfig defaults, used on both sides
@@ -82,6 +83,9 @@ def train_transformers(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            # The same process keeps fastbert's heap settings once its side has run: the same
+            # hand-back when memory runs short, or the larger shapes (SQuAD) get this side killed.
+            give_back_if_memory_is_low()
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_seconds += time.perf_counter() - epoch_start

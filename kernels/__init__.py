@@ -44,12 +44,14 @@ def embedding_layer_norm(
     eps: float,
     dropout_p: float = 0.0,
     *,
+    seed: torch.Tensor | None = None,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """dropout(LayerNorm(word[ids] + token_type[tt] + position[pos])); ids of any shape."""
+    """dropout(LayerNorm(word[ids] + token_type[tt] + position[pos])); ids of any shape.
+    ``seed``: the Triton kernel's dropout seed (one int64 on the device), else drawn per call."""
     return implementation(word_embeddings.device, backend).embedding_layer_norm(
         input_ids, token_type_ids, position_ids, word_embeddings, token_type_embeddings,
-        position_embeddings, weight, bias, eps, dropout_p,
+        position_embeddings, weight, bias, eps, dropout_p, seed,
     )
 
 
@@ -67,10 +69,11 @@ def layer_norm(
     dropout_p: float = 0.0,
     x_bias: torch.Tensor | None = None,
     *,
+    seed: torch.Tensor | None = None,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """LayerNorm(dropout(x + x_bias) + residual)."""
-    return implementation(x.device, backend).layer_norm(x, weight, bias, eps, residual, dropout_p, x_bias)
+    """LayerNorm(dropout(x + x_bias) + residual). ``seed``: as for :func:`embedding_layer_norm`."""
+    return implementation(x.device, backend).layer_norm(x, weight, bias, eps, residual, dropout_p, x_bias, seed)
 
 
 def _hand_over_to_installed_kernels() -> None:

@@ -66,9 +66,10 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def dropout_seed(p: float, device: torch.device) -> torch.Tensor | None:
-    """A one-element int64 Philox seed for a dropout mask, drawn on ``device`` by torch's
-    generator there; None and no draw when ``p == 0``.
+def dropout_seed(p: float, device: torch.device, given: torch.Tensor | None = None) -> torch.Tensor | None:
+    """A one-element int64 Philox seed for a dropout mask: ``given`` (a caller's view into a block of
+    seeds drawn at once, see :func:`dropout_seeds`), else one drawn on ``device`` by torch's generator
+    there; None and no draw when ``p == 0``.
 
     The kernels read the seed from memory rather than taking a Python int: drawing on the
     device needs no host sync, ``torch.manual_seed`` still makes runs reproducible, and a
@@ -80,7 +81,20 @@ def dropout_seed(p: float, device: torch.device) -> torch.Tensor | None:
         raise ValueError(f"dropout_p must be in [0, 1), got {p}")
     if p == 0.0:
         return None
+    if given is not None:
+        if given.shape != (1,) or given.dtype != torch.int64 or given.device != device:
+            raise ValueError(f"a dropout seed is a one-element int64 tensor on {device}; got {tuple(given.shape)} "
+                             f"{given.dtype} on {given.device}")
+        return given
     return torch.randint(0, 2**31 - 1, (1,), dtype=torch.int64, device=device)
+
+
+def dropout_seeds(count: int, p: float, device: torch.device) -> torch.Tensor | None:
+    """``count`` Philox seeds in one draw (one launch instead of one per dropout kernel);
+    None when ``p == 0``. Kernel ``i`` takes the view ``seeds[i : i + 1]``."""
+    if p == 0.0:
+        return None
+    return torch.randint(0, 2**31 - 1, (count,), dtype=torch.int64, device=device)
 
 
 def check_vector(name: str, t: torch.Tensor | None, size: int) -> None:

@@ -25,8 +25,10 @@ def embedding_layer_norm(
     bias: torch.Tensor,
     eps: float,
     dropout_p: float = 0.0,
+    seed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """dropout(LayerNorm(word[ids] + token_type[tt] + position[pos])) for ids of any shape."""
+    """dropout(LayerNorm(word[ids] + token_type[tt] + position[pos])) for ids of any shape.
+    ``seed`` is the Triton kernels' (see :func:`dropout_seeds`); here torch's generator draws the mask."""
     summed = (
         F.embedding(input_ids, word_embeddings)
         + F.embedding(token_type_ids, token_type_embeddings)
@@ -49,8 +51,10 @@ def layer_norm(
     residual: torch.Tensor | None = None,
     dropout_p: float = 0.0,
     x_bias: torch.Tensor | None = None,
+    seed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """LayerNorm(dropout(x + x_bias) + residual): BERT's post-attention and post-FFN block."""
+    """LayerNorm(dropout(x + x_bias) + residual): BERT's post-attention and post-FFN block.
+    ``seed`` is the Triton kernel's; here torch's generator draws the mask."""
     out_dtype = activation_dtype(x)  # before fp32 parameters promote x
     if x_bias is not None:
         x = x + x_bias
@@ -58,3 +62,9 @@ def layer_norm(
     if residual is not None:
         x = x + residual
     return F.layer_norm(x, (x.shape[-1],), weight, bias, eps).to(out_dtype)
+
+
+def dropout_seeds(count: int, p: float, device: torch.device) -> None:
+    """The Triton ops draw their dropout seeds in one block per forward; these ops draw each
+    mask from torch's generator when they run, so there is nothing to draw ahead."""
+    return None

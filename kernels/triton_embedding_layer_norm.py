@@ -179,8 +179,8 @@ class EmbeddingLayerNormFunction(torch.autograd.Function):
     """Autograd for the fused embedding sum + LayerNorm + dropout."""
 
     @staticmethod
-    def forward(ctx, ids, tts, positions, word, token_type, position, weight, bias, eps, dropout_p, out_dtype):
-        seed = dropout_seed(dropout_p, word.device)
+    def forward(ctx, ids, tts, positions, word, token_type, position, weight, bias, eps, dropout_p, out_dtype, seed):
+        seed = dropout_seed(dropout_p, word.device, seed)
         tables = (word.contiguous(), token_type.contiguous(), position.contiguous())
         y, mean, rstd = embedding_layer_norm_forward(
             ids, tts, positions, *tables, weight.contiguous(), bias.contiguous(), eps, dropout_p, seed, out_dtype
@@ -203,7 +203,7 @@ class EmbeddingLayerNormFunction(torch.autograd.Function):
             dposition.to(position.dtype),
             dweight.to(weight.dtype),
             dbias.to(ctx.bias_dtype),
-            None, None, None,
+            None, None, None, None,
         )
 
 
@@ -218,9 +218,11 @@ def embedding_layer_norm(
     bias: torch.Tensor,
     eps: float,
     dropout_p: float = 0.0,
+    seed: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """dropout(LayerNorm(word[ids] + token_type[tt] + position[pos])) for ids of any shape;
-    token-type and position ids broadcast against ``input_ids`` as in the reference."""
+    token-type and position ids broadcast against ``input_ids`` as in the reference. ``seed``
+    (one int64 on the tables' device) seeds the dropout mask, else one is drawn."""
     hidden = word_embeddings.shape[1]
     for name, table in (("token_type_embeddings", token_type_embeddings), ("position_embeddings", position_embeddings)):
         if table.shape[1] != hidden:
@@ -231,6 +233,6 @@ def embedding_layer_norm(
     flat = [torch.broadcast_to(i, shape).reshape(-1) for i in (input_ids, token_type_ids, position_ids)]
     y = EmbeddingLayerNormFunction.apply(
         *flat, word_embeddings, token_type_embeddings, position_embeddings, weight, bias, eps, dropout_p,
-        activation_dtype(word_embeddings),
+        activation_dtype(word_embeddings), seed,
     )
     return y.view(*shape, hidden)

@@ -149,11 +149,11 @@ class LayerNormFunction(torch.autograd.Function):
     """Autograd for the fused residual-dropout-LayerNorm; the mask is replayed from a seed."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, residual, dropout_p, x_bias, out_dtype):
+    def forward(ctx, x, weight, bias, eps, residual, dropout_p, x_bias, out_dtype, seed):
         shape = x.shape
         x2 = rows_of(x)
         residual2 = None if residual is None else rows_of(residual)
-        seed = dropout_seed(dropout_p, x.device)
+        seed = dropout_seed(dropout_p, x.device, seed)
         y, h, mean, rstd = layer_norm_forward(
             x2, weight.contiguous(), bias.contiguous(), eps, residual2, dropout_p,
             None if x_bias is None else x_bias.contiguous(), seed, out_dtype,
@@ -180,6 +180,7 @@ class LayerNormFunction(torch.autograd.Function):
             None,
             None if dx_bias is None else dx_bias.to(ctx.x_bias_dtype),
             None,
+            None,
         )
 
 
@@ -191,10 +192,12 @@ def layer_norm(
     residual: torch.Tensor | None = None,
     dropout_p: float = 0.0,
     x_bias: torch.Tensor | None = None,
+    seed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """LayerNorm(dropout(x + x_bias) + residual) over the last dimension, fused in Triton."""
+    """LayerNorm(dropout(x + x_bias) + residual) over the last dimension, fused in Triton;
+    ``seed`` (one int64 on x's device) seeds the dropout mask, else one is drawn."""
     if residual is not None and residual.shape != x.shape:
         raise ValueError(f"residual shape {tuple(residual.shape)} differs from x shape {tuple(x.shape)}")
     for name, vector in (("weight", weight), ("bias", bias), ("x_bias", x_bias)):
         check_vector(name, vector, x.shape[-1])
-    return LayerNormFunction.apply(x, weight, bias, eps, residual, dropout_p, x_bias, activation_dtype(x))
+    return LayerNormFunction.apply(x, weight, bias, eps, residual, dropout_p, x_bias, activation_dtype(x), seed)

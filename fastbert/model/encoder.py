@@ -25,6 +25,22 @@ from .inputs import BertInputs
 from .layout import SequenceLayout
 
 
+@dataclass(frozen=True)
+class DropoutSeeds:
+    """The seeds of one forward's fused dropout kernels (embeddings, then two per layer), drawn
+    in one launch instead of one per kernel; ``block`` None lets each op draw its own mask
+    (the torch ops, or no dropout)."""
+
+    block: torch.Tensor | None = None
+
+    def __getitem__(self, index: int) -> torch.Tensor | None:
+        return None if self.block is None else self.block[index : index + 1]  # a view: no launch
+
+    def layer(self, index: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Layer ``index``'s (attention output, FFN output) seeds."""
+        return self[1 + 2 * index], self[2 + 2 * index]
+
+
 # ---------------------------------------------------------------------------------------------
 # Encoder modules (names mirror transformers so state dicts are interchangeable)
 # ---------------------------------------------------------------------------------------------
@@ -50,7 +66,7 @@ class BertEmbeddings(FusedOwnerMixin, nn.Module):
         :meth:`BertPreTrainedModel.sparse_embedding_gradients`, by an engine that keeps a dense
         ``.grad`` to add the rows into."""
 
-    def forward(self, input_ids, token_type_ids, position_ids) -> torch.Tensor:
+    def forward(self, input_ids, token_type_ids, position_ids, seed: torch.Tensor | None = None) -> torch.Tensor:
         words, word_ids = self.word_embeddings.weight, input_ids
         if self.sparse_word_gradient and torch.is_grad_enabled():
             # Gather the batch's rows first and hand the fused op that small table: its backward
@@ -63,7 +79,7 @@ class BertEmbeddings(FusedOwnerMixin, nn.Module):
             word_ids, token_type_ids, position_ids,
             words, self.token_type_embeddings.weight, self.position_embeddings.weight,
             self.LayerNorm.weight, self.LayerNorm.bias, self.config.layer_norm_eps,
-            self.config.hidden_dropout_prob if self.training else 0.0,
+            self.config.hidden_dropout_prob if self.training else 0.0, seed,
         )
 
 
@@ -95,10 +111,10 @@ class BertResidualOutput(FusedOwnerMixin, nn.Module):
         self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor, seed: torch.Tensor | None = None) -> torch.Tensor:
         return self.backends.ops(x.device).layer_norm(
             F.linear(x, self.dense.weight), self.LayerNorm.weight, self.LayerNorm.bias, self.config.layer_norm_eps,
-            residual, self.config.hidden_dropout_prob if self.training else 0.0, self.dense.bias,
+            residual, self.config.hidden_dropout_prob if self.training else 0.0, self.dense.bias, seed,
         )
 
 
@@ -108,9 +124,11 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config, backends)
         self.output = BertResidualOutput(config, backends, config.hidden_size)
 
-    def forward(self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False, seed: torch.Tensor | None = None
+    ) -> torch.Tensor:
         residual = hidden[layout.first_token_index] if first_tokens_only else hidden
-        return self.output(self.self(hidden, layout, first_tokens_only), residual)
+        return self.output(self.self(hidden, layout, first_tokens_only), residual, seed)
 
 
 class BertIntermediate(FusedOwnerMixin, nn.Module):
@@ -132,11 +150,18 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config, backends)
         self.output = BertResidualOutput(config, backends, config.intermediate_size)
 
-    def forward(self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        layout: SequenceLayout,
+        first_tokens_only: bool = False,
+        seeds: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+    ) -> torch.Tensor:
         """``[N, H]`` out, or ``[S, H]`` for the sequences' first tokens only: their keys and
-        values still come from every token, but nothing else is computed for the other rows."""
-        attended = self.attention(hidden, layout, first_tokens_only)
-        return self.output(self.intermediate(attended), attended)
+        values still come from every token, but nothing else is computed for the other rows.
+        ``seeds``: the two dropout kernels' (see :class:`DropoutSeeds`)."""
+        attended = self.attention(hidden, layout, first_tokens_only, seeds[0])
+        return self.output(self.intermediate(attended), attended, seeds[1])
 
 
 class BertEncoder(nn.Module):
@@ -144,12 +169,14 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config, backends) for _ in range(config.num_hidden_layers))
 
-    def forward(self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False, seeds: DropoutSeeds = DropoutSeeds()
+    ) -> torch.Tensor:
         """``[N, H]``; with ``first_tokens_only``, ``[S, H]`` for each sequence's first token,
         the last layer running only there (what a pooled-[CLS] head reads)."""
         last = len(self.layer) - 1
         for i, layer in enumerate(self.layer):
-            hidden = layer(hidden, layout, first_tokens_only and i == last)
+            hidden = layer(hidden, layout, first_tokens_only and i == last, seeds.layer(i))
         return hidden
 
 
@@ -263,8 +290,15 @@ class BertModel(BertPreTrainedModel):
         """Real tokens in, ``[N, H]`` hidden states out; with ``first_tokens_only`` the
         ``[S, H]`` states of each sequence's first token ([CLS]), the last layer run on those rows only."""
         self._check_positions(inputs)
-        hidden = self.embeddings(inputs.input_ids, inputs.token_type_ids, inputs.position_ids)
-        return self.encoder(hidden, inputs.layout, first_tokens_only)
+        seeds = self.dropout_seeds(inputs.input_ids.device)
+        hidden = self.embeddings(inputs.input_ids, inputs.token_type_ids, inputs.position_ids, seeds[0])
+        return self.encoder(hidden, inputs.layout, first_tokens_only, seeds)
+
+    def dropout_seeds(self, device: torch.device) -> DropoutSeeds:
+        """This forward's seeds for the fused dropout kernels: one draw (a launch) for all of them."""
+        dropout_p = self.config.hidden_dropout_prob if self.training else 0.0
+        count = 1 + 2 * self.config.num_hidden_layers
+        return DropoutSeeds(self.backends.ops(device).dropout_seeds(count, dropout_p, device))
 
     def pooled(self, inputs: BertInputs) -> torch.Tensor:
         """tanh(dense([CLS])) per sequence, computing in the last layer only what [CLS] needs.

@@ -145,3 +145,22 @@ def test_zero_probability_is_no_dropout_and_draws_no_seed(op, make_inputs):
 def test_refuses_probability_outside_unit_interval(p):
     with pytest.raises(ValueError, match="dropout_p"):
         triton_ops.layer_norm(torch.randn(2, 8), torch.ones(8), torch.zeros(8), EPS, dropout_p=p)
+
+
+def test_a_seed_from_a_drawn_block_is_read_at_its_offset():
+    # The model draws all of a forward's seeds at once and hands each kernel a one-element
+    # view: the kernel must read the view's element, forward and in the replayed backward.
+    from fastbert.kernels._utils import dropout_seeds
+
+    torch.manual_seed(2)
+    block = dropout_seeds(3, P, torch.device("cpu"))
+    inputs = cast_inputs(layer_norm_inputs(), torch.float32)
+    view = run_op(triton_ops.layer_norm, inputs, {"eps": EPS, "dropout_p": P, "seed": block[1:2]})
+    copy, other = (run_op(triton_ops.layer_norm, inputs, {"eps": EPS, "dropout_p": P, "seed": seed}, view[2])
+                   for seed in (block[1:2].clone(), block[2:3]))
+    assert torch.equal(view[0], copy[0]) and not torch.equal(view[0], other[0])
+    for name in view[1]:
+        assert torch.equal(view[1][name], copy[1][name]), name
+    assert dropout_seeds(3, 0.0, torch.device("cpu")) is None
+    with pytest.raises(ValueError, match="one-element int64"):
+        triton_ops.layer_norm(inputs["x"], inputs["weight"], inputs["bias"], EPS, dropout_p=P, seed=block)
