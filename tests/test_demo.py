@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fastbert.cli import main
-from fastbert.demo import StepTiming, is_sentence, plan_steps, prose_paragraphs
+from fastbert.demo import NSP_STEPS, StepTiming, demo_steps, is_sentence, plan_steps, prose_paragraphs
 from fastbert.train.engines import LocalEngine
 
 
@@ -36,7 +36,8 @@ def test_demo_runs_end_to_end_sized_to_a_slow_machine(tmp_path, monkeypatch):
     timed = float(re.search(r"timed ([0-9.]+) s per step", report).group(1))
     planned = int(re.search(r"([0-9]+) steps fill the 0.3-minute budget", report).group(1))
     assert timed >= 0.15  # the slow step was measured
-    assert "model: BERT-tiny" in report  # too few of mini's steps fit for NSP to learn: the smaller preset trains
+    assert "model: BERT-mini" in report
+    assert f"fewer than the {NSP_STEPS} in which held-out NSP learnt" in report  # the user's short budget rules, and says so
     assert planned * timed <= 18 or planned == 20  # and the steps fit the budget (20 is the floor)
     assert f"{planned} (stopped by max_steps" in report
     records = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
@@ -85,3 +86,14 @@ def test_planned_steps_scale_with_the_measured_step_time():
     assert fast == int(0.95 * (300 - 6 * 2.0) / 0.3)
     assert plan_steps(300, StepTiming(step_seconds=1.2, eval_seconds=8.0)) == int(0.95 * (300 - 6 * 8.0) / 1.2)
     assert plan_steps(10, StepTiming(step_seconds=5.0, eval_seconds=8.0)) == 20  # never fewer than 20 steps
+
+
+def test_without_a_budget_from_the_user_the_demo_trains_the_steps_nsp_needs():
+    # A machine 4x slower than the fastest seen fits ~230 of mini's steps in 5 minutes: the
+    # demo trains NSP_STEPS instead (longer, so that NSP learns); a faster one keeps its budget's
+    # steps when they are more; an explicit --minutes is obeyed either way.
+    slow = plan_steps(300, StepTiming(step_seconds=1.2, eval_seconds=8.0))
+    fast = plan_steps(300, StepTiming(step_seconds=0.1, eval_seconds=1.0))
+    assert slow < NSP_STEPS < fast
+    assert demo_steps(slow, user_budget=False) == NSP_STEPS and demo_steps(fast, user_budget=False) == fast
+    assert demo_steps(slow, user_budget=True) == slow
