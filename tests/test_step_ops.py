@@ -13,14 +13,25 @@ from benchmarks.step_ops import counting_triton_launches, per_layer_and_step
 
 def test_counts_the_triton_path_per_layer_and_per_step(tmp_path):
     pytest.importorskip("transformers")
-    rows = {impl: per_layer_and_step(impl, "tiny", tmp_path) for impl in ("fastbert-triton", "transformers-sdpa")}
-    ours, theirs = rows["fastbert-triton"], rows["transformers-sdpa"]
+    rows = {impl: per_layer_and_step(impl, "tiny", tmp_path)
+            for impl in ("fastbert-triton", "fastbert-triton-varlen", "transformers-sdpa")}
+    ours, theirs, varlen = rows["fastbert-triton"], rows["transformers-sdpa"], rows["fastbert-triton-varlen"]
     # Per layer: two residual LayerNorms and one bias+GELU, forward and backward.
     assert ours["triton_per_layer"] == 6 and theirs["triton_per_layer"] == 0
     assert {k: v for k, v in ours["layer_ops"].items() if not k.startswith("aten.")} == {
         "_layer_norm_fwd_kernel": 2, "_layer_norm_bwd_kernel": 2, "_bias_gelu_fwd_kernel": 1, "_bias_gelu_bwd_kernel": 1}
     # The dropout kernels' seeds are drawn once per forward, not once per kernel.
     assert not any(k.startswith("aten.randint") for k in ours["layer_ops"]), ours["layer_ops"]
+    # A layer's input feeds a linear and the residual: its two gradients are summed inside the
+    # input-gradient matmul (addmm), not by an add per fork as autograd would (transformers: 6 adds).
+    assert "aten.add" not in ours["layer_ops"], ours["layer_ops"]
+    assert theirs["layer_ops"].get("aten.add", 0) >= 2
+    # The modelled GPU path: attention is one varlen launch each way instead of the CPU
+    # stand-in's pad, SDPA and unpad; everything else is the Triton path's.
+    assert varlen["layer_ops"]["varlen_attention_fwd"] == varlen["layer_ops"]["varlen_attention_bwd"] == 1
+    stand_in = {k: v for k, v in ours["layer_ops"].items() if k not in varlen["layer_ops"]}
+    assert any("scaled_dot_product" in k for k in stand_in) and any("index" in k for k in stand_in), stand_in
+    assert varlen["launches"]["per_layer"] == ours["launches"]["per_layer"] - sum(stand_in.values()) + 2
     for row in rows.values():
         layers = row["layers"]
         for measure in ("launches", "dispatched"):

@@ -23,6 +23,7 @@ from .checkpoint import PretrainedMixin
 from .config import BertConfig
 from .inputs import BertInputs
 from .layout import SequenceLayout
+from .residual_fork import linear_with_residual
 
 
 @dataclass(frozen=True)
@@ -91,15 +92,22 @@ class BertSelfAttention(FusedOwnerMixin, nn.Module):
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(context, the input as the residual that follows), both ``[N, H]``, or ``[S, H]``
+        with ``first_tokens_only``."""
         # One matmul for Q, K and V: the three projections read the same input.
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        qkv = F.linear(hidden, weight, bias).view(-1, 3, self.config.num_attention_heads, self.config.head_dim)
+        qkv, residual = linear_with_residual(hidden, weight, bias)
+        qkv = qkv.view(-1, 3, self.config.num_attention_heads, self.config.head_dim)
         dropout_p = self.config.attention_probs_dropout_prob if self.training else 0.0
         backend = self.backends.attention_for(qkv.device, dropout_p, qkv.dtype, layout.supports_varlen)
         context = varlen_attention(qkv, layout, dropout_p, backend, first_tokens_only)
-        return context.reshape(-1, self.config.hidden_size)
+        if first_tokens_only:
+            residual = residual[layout.first_token_index]
+        return context.reshape(-1, self.config.hidden_size), residual
 
 
 class BertResidualOutput(FusedOwnerMixin, nn.Module):
@@ -127,8 +135,8 @@ class BertAttention(nn.Module):
     def forward(
         self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False, seed: torch.Tensor | None = None
     ) -> torch.Tensor:
-        residual = hidden[layout.first_token_index] if first_tokens_only else hidden
-        return self.output(self.self(hidden, layout, first_tokens_only), residual, seed)
+        context, residual = self.self(hidden, layout, first_tokens_only)
+        return self.output(context, residual, seed)
 
 
 class BertIntermediate(FusedOwnerMixin, nn.Module):
@@ -137,10 +145,10 @@ class BertIntermediate(FusedOwnerMixin, nn.Module):
         self.config, self.backends = config, backends
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.backends.ops(hidden.device).bias_gelu(
-            F.linear(hidden, self.dense.weight), self.dense.bias, self.config.gelu_approximate
-        )
+    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(GELU(dense(hidden)), hidden as the residual that follows the FFN)."""
+        pre_activation, residual = linear_with_residual(hidden, self.dense.weight)
+        return self.backends.ops(hidden.device).bias_gelu(pre_activation, self.dense.bias, self.config.gelu_approximate), residual
 
 
 class BertLayer(nn.Module):
@@ -161,7 +169,7 @@ class BertLayer(nn.Module):
         values still come from every token, but nothing else is computed for the other rows.
         ``seeds``: the two dropout kernels' (see :class:`DropoutSeeds`)."""
         attended = self.attention(hidden, layout, first_tokens_only, seeds[0])
-        return self.output(self.intermediate(attended), attended, seeds[1])
+        return self.output(*self.intermediate(attended), seeds[1])
 
 
 class BertEncoder(nn.Module):
