@@ -8,7 +8,9 @@ eval mode (no dropout), so evaluating never changes what training sees.
 
 MLM loss and accuracy are over all masked tokens of the set (not a mean of batch means),
 perplexity is ``exp`` of that loss, NSP loss and accuracy are over its pairs, and
-``nsp_majority`` is the accuracy of always giving the more frequent NSP label on them.
+``nsp_majority`` is the accuracy of always giving the more frequent NSP label on them, and
+``nsp_prior_loss`` the NSP loss of always predicting the set's label balance (its entropy):
+the two bars a model that learnt nothing about NSP scores.
 """
 
 from __future__ import annotations
@@ -71,8 +73,16 @@ def summarize(sums: list[float]) -> dict[str, float]:
         "nsp_acc": total["nsp_correct"] / max(1.0, total["nsp_count"]),
         # What always answering the more frequent NSP label scores on these pairs: the bar to clear.
         "nsp_majority": max(total["nsp_not_next"], total["nsp_count"] - total["nsp_not_next"]) / max(1.0, total["nsp_count"]),
+        # A model can sit just above the majority class by luck of its decision threshold; a loss
+        # under the label balance's entropy says its probabilities carry NSP information.
+        "nsp_prior_loss": _entropy(total["nsp_not_next"] / max(1.0, total["nsp_count"])),
         "pairs": int(total["nsp_count"]),
     }
+
+
+def _entropy(p: float) -> float:
+    """Cross-entropy, in nats, of predicting probability ``p`` for a label that is 1 a ``p`` share of the time."""
+    return -sum(q * math.log(q) for q in (p, 1.0 - p) if q > 0.0)
 
 
 class HeldOutEvaluation:

@@ -51,6 +51,10 @@ def test_fixed_masks_give_identical_numbers_for_identical_weights(tiny_held_out_
     assert 0 <= first["mlm_acc"] <= 1 and 0 <= first["nsp_acc"] <= 1
     not_next = torch.cat([b.targets["next_sentence_label"] for b in batches]).double().mean().item()
     assert first["nsp_majority"] == pytest.approx(max(not_next, 1 - not_next))
+    # The loss of predicting the label balance itself: the best an NSP-blind model can do.
+    prior = torch.full((48,), not_next, dtype=torch.float64)
+    labels = torch.cat([b.targets["next_sentence_label"] for b in batches]).double()
+    assert first["nsp_prior_loss"] == pytest.approx(torch.nn.functional.binary_cross_entropy(prior, labels).item())
 
 
 def test_held_out_losses_are_the_models_own_over_the_whole_set(tiny_held_out_data):
