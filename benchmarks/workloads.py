@@ -97,6 +97,8 @@ def pretraining_batches(
             dict(labels=flat_labels, next_sentence_label=nsp),
             dict(labels=padded_labels, next_sentence_label=nsp),
         )
+        # As fastbert's collator does: the MLM positions counted on the host, with the labels.
+        flat.inputs.mlm_positions = (flat_labels != IGNORE_INDEX).nonzero().flatten()
         masked_tokens = int((flat_labels != IGNORE_INDEX).sum())
         batches.append(TwinBatch(flat, padded, len(flat_labels), batch_size, masked_tokens))
     return batches

@@ -99,6 +99,7 @@ class PretrainingCollator:
             int(lengths.max()),
             torch.from_numpy(position_ids),
             torch.from_numpy(token_type_ids),
+            mlm_positions=torch.from_numpy(np.flatnonzero(masked)),  # counted here, not by the device
         )
         targets = {
             "labels": torch.from_numpy(np.where(masked, original, IGNORE_INDEX)),

@@ -74,6 +74,10 @@ class BertInputs:
     positions); None means they are checked on the device."""
     masked_capacity: int | None = None
     """Static shapes: the MLM head runs on exactly this many rows (masked ones first); None: on the masked tokens."""
+    mlm_positions: torch.Tensor | None = None
+    """The masked tokens' flat indices, found on the host when the labels were made (the
+    collator's), so that the device never has to count them: a ``nonzero`` on a GPU makes the
+    host wait for it. None: found from the labels."""
 
     # ---- constructors ------------------------------------------------------------------------
     @classmethod
@@ -121,10 +125,12 @@ class BertInputs:
         token_type_ids: torch.Tensor | None = None,
         *,
         masked_capacity: int | None = None,
+        mlm_positions: torch.Tensor | None = None,
     ) -> "BertInputs":
         """Real tokens only: ``input_ids [N]``, ``cu_seqlens`` int32 ``[S+1]``, ``max_seqlen`` (a
         Python int, so no device sync), ``position_ids [N]`` restarting at 0 per sequence.
-        Sequences packed into one row are simply consecutive sequences here."""
+        Sequences packed into one row are simply consecutive sequences here. ``mlm_positions``:
+        the ascending flat indices of the tokens the MLM labels mark (see :attr:`mlm_positions`)."""
         if input_ids.dim() != 1:
             raise ValueError(f"flat input_ids must be [total_tokens]; got shape {tuple(input_ids.shape)}")
         if position_ids is None or max_seqlen is None:
@@ -132,7 +138,9 @@ class BertInputs:
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         layout = SequenceLayout(cu_seqlens.to(torch.int32), int(max_seqlen), input_ids.numel())
-        return cls(input_ids, token_type_ids, position_ids, layout, None, _host_max(position_ids), masked_capacity)
+        if mlm_positions is not None and masked_capacity is not None:
+            raise ValueError("give mlm_positions or a masked_capacity, not both")
+        return cls(input_ids, token_type_ids, position_ids, layout, None, _host_max(position_ids), masked_capacity, mlm_positions)
 
     @classmethod
     def of(
@@ -162,7 +170,8 @@ class BertInputs:
             restore: Unpadded | KeptPadding | None = KeptPadding(layout)
         else:
             restore = None if self.restore is None else self.restore.to(device, non_blocking)
-        return BertInputs(*moved, layout, restore, self.max_position_id, self.masked_capacity)
+        positions = None if self.mlm_positions is None else self.mlm_positions.to(device, non_blocking=non_blocking)
+        return BertInputs(*moved, layout, restore, self.max_position_id, self.masked_capacity, positions)
 
     def pin_memory(self) -> "BertInputs":
         """A copy in page-locked host memory, so that ``to(cuda, non_blocking=True)`` never blocks
@@ -177,7 +186,8 @@ class BertInputs:
             restore = Unpadded(self.restore.token_index.pin_memory(), self.restore.batch_size, self.restore.seq_len)
         else:
             restore = None
-        return BertInputs(*pinned, layout, restore, self.max_position_id, self.masked_capacity)
+        positions = None if self.mlm_positions is None else self.mlm_positions.pin_memory()
+        return BertInputs(*pinned, layout, restore, self.max_position_id, self.masked_capacity, positions)
 
     def to_caller(self, flat: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
         """A per-token output back in the caller's layout."""
@@ -190,6 +200,8 @@ class BertInputs:
     def masked_positions(self, flat_labels: torch.Tensor) -> torch.Tensor:
         """Flat indices of the MLM positions; with a :attr:`masked_capacity`, exactly that many
         (masked first, in order, then ignored ones) so the shape never depends on the data."""
+        if self.mlm_positions is not None:
+            return self.mlm_positions
         is_masked = flat_labels != IGNORE_INDEX
         capacity = self.masked_capacity
         if capacity is None:

@@ -53,6 +53,10 @@ def test_flat_layout(dataset, tokenizer):
     masked = masked_positions(batch)
     assert torch.equal(batch.targets["labels"][masked], original[masked])
     assert torch.equal(batch.inputs.input_ids[~masked], original[~masked])
+    # The MLM positions come counted from the host, as the head would find them, and travel with the inputs.
+    assert torch.equal(batch.inputs.mlm_positions, masked.nonzero().flatten())
+    assert torch.equal(batch.inputs.masked_positions(batch.targets["labels"]), masked.nonzero().flatten())
+    assert torch.equal(batch.to(torch.device("cpu")).inputs.mlm_positions, batch.inputs.mlm_positions)
 
 
 @pytest.mark.parametrize("whole_word_masking", [False, True], ids=["token", "whole-word"])

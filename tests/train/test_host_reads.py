@@ -1,10 +1,11 @@
 """No device-to-host read in the steady-state training step, for pretraining and fine-tuning.
 
 On a GPU every ``.item()``, ``bool(tensor)``, ``.tolist()``, ``.cpu()`` or ``.numpy()`` of a
-device tensor makes the host wait for the device, so the host can no longer queue the next
+device tensor makes the host wait for the device, and so does every op whose output size
+depends on the data (``nonzero``, boolean-mask indexing, ``unique``, ``masked_select``), so the host can no longer queue the next
 step while the GPU runs this one. On a CPU all tensors are host tensors, so the test counts
 the calls themselves: an aten ``_local_scalar_dense`` (what ``.item()``, ``bool()`` and
-``int()`` of a tensor dispatch) or a call of the other three. Reads made while the loop logs,
+``int()`` of a tensor dispatch), a call of the other three, or a data-sized op. Reads made while the loop logs,
 evaluates or checkpoints are allowed (the host waits there anyway), and so are reads made
 while producing batches (host tensors, in DataLoader workers on a GPU). Everything else,
 between two logging steps, must be zero.
@@ -26,6 +27,9 @@ SYNC_POINTS = {"log", "run_evaluation", "check_finite", "save", "_publish_model"
 # Where batches are made: host tensors only.
 DATA_FUNCTIONS = {"batches", "make_batches", "collate"}
 DATA_PATHS = ("/fastbert/data/", "/torch/utils/data/")
+# Code that runs on a CPU only (LocalEngine's sparse word-embedding gradients), where nothing
+# waits for a device.
+CPU_ONLY_FUNCTIONS = {"touched_rows"}
 LOOP_FILE = str(Path("fastbert") / "train" / "loop.py")
 
 
@@ -47,6 +51,8 @@ class HostReads(TorchDispatchMode):
                 in_loop = True
             if code.co_name in DATA_FUNCTIONS or any(p in code.co_filename for p in DATA_PATHS):
                 return  # making a batch
+            if code.co_name in CPU_ONLY_FUNCTIONS:
+                return
             frame = frame.f_back
         if not in_loop:
             return  # set-up before the first step
@@ -58,7 +64,18 @@ class HostReads(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten._local_scalar_dense.default:
             self.record("item/bool/int")
+        elif func in DATA_SIZED or (func is torch.ops.aten.index.Tensor and _has_bool_index(args[1])):
+            # The output's size depends on the data: on a GPU the host waits to learn it.
+            self.record(str(func))
         return func(*args, **(kwargs or {}))
+
+
+DATA_SIZED = {torch.ops.aten.nonzero.default, torch.ops.aten.masked_select.default, torch.ops.aten._unique2.default,
+              torch.ops.aten.unique_consecutive.default, torch.ops.aten.unique_dim.default}
+
+
+def _has_bool_index(indices) -> bool:
+    return any(i is not None and i.dtype in (torch.bool, torch.uint8) for i in indices)
 
 
 @pytest.fixture
@@ -106,6 +123,23 @@ def test_fine_tuning_steps_read_nothing_from_the_device_between_logs(minilm_dir,
     assert [e["train_steps"] for e in run["epochs"]] == [8, 8]
     assert host_reads.in_step == []
     assert host_reads.at_sync_points > 0
+
+
+def test_the_detector_catches_a_data_sized_op_in_the_step(tiny_pretraining_data, tmp_path, monkeypatch, host_reads):
+    # Batches without the collator's MLM positions: the head finds them with a nonzero, which
+    # on a GPU waits for the device to say how many there are.
+    from fastbert.data.collator import PretrainingCollator
+
+    collate = PretrainingCollator.__call__
+
+    def collate_without_positions(self, samples):
+        batch = collate(self, samples)
+        batch.inputs.mlm_positions = None
+        return batch
+
+    monkeypatch.setattr(PretrainingCollator, "__call__", collate_without_positions)
+    pretrain(tiny_pretraining_data, tmp_path)
+    assert len(host_reads.in_step) == 12 and all("nonzero" in read for read in host_reads.in_step)
 
 
 def test_the_detector_catches_a_read_in_the_step(tiny_pretraining_data, tmp_path, monkeypatch, host_reads):
