@@ -2,13 +2,13 @@
 
 On a GPU every ``.item()``, ``bool(tensor)``, ``.tolist()``, ``.cpu()`` or ``.numpy()`` of a
 device tensor makes the host wait for the device, and so does every op whose output size
-depends on the data (``nonzero``, boolean-mask indexing, ``unique``, ``masked_select``), so the host can no longer queue the next
-step while the GPU runs this one. On a CPU all tensors are host tensors, so the test counts
-the calls themselves: an aten ``_local_scalar_dense`` (what ``.item()``, ``bool()`` and
-``int()`` of a tensor dispatch), a call of the other three, or a data-sized op. Reads made while the loop logs,
-evaluates or checkpoints are allowed (the host waits there anyway), and so are reads made
-while producing batches (host tensors, in DataLoader workers on a GPU). Everything else,
-between two logging steps, must be zero.
+depends on the data (``nonzero``, boolean-mask indexing, ``unique``, ``masked_select``): the
+host can no longer queue the next step while the GPU runs this one. On a CPU all tensors are
+host tensors, so the test counts the calls themselves: an aten ``_local_scalar_dense`` (what
+``.item()``, ``bool()`` and ``int()`` of a tensor dispatch), a call of the other three, or a
+data-sized op. Reads made while the loop logs, evaluates or checkpoints are allowed (the host
+waits there anyway), and so are reads made while producing batches (host tensors, in
+DataLoader workers on a GPU). Everything else, between two logging steps, must be zero.
 """
 
 from __future__ import annotations
