@@ -99,8 +99,7 @@ def pretraining_batches(
         )
         # As fastbert's collator does: the MLM positions counted on the host, with the labels.
         flat.inputs.mlm_positions = (flat_labels != IGNORE_INDEX).nonzero().flatten()
-        masked_tokens = int((flat_labels != IGNORE_INDEX).sum())
-        batches.append(TwinBatch(flat, padded, len(flat_labels), batch_size, masked_tokens))
+        batches.append(TwinBatch(flat, padded, len(flat_labels), batch_size, len(flat.inputs.mlm_positions)))
     return batches
 
 

@@ -86,7 +86,7 @@ def dropout_seed(p: float, device: torch.device, given: torch.Tensor | None = No
             raise ValueError(f"a dropout seed is a one-element int64 tensor on {device}; got {tuple(given.shape)} "
                              f"{given.dtype} on {given.device}")
         return given
-    return torch.randint(0, 2**31 - 1, (1,), dtype=torch.int64, device=device)
+    return dropout_seeds(1, p, device)
 
 
 def dropout_seeds(count: int, p: float, device: torch.device) -> torch.Tensor | None:

@@ -13,21 +13,14 @@ from __future__ import annotations
 
 import torch
 
-
-def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
-    """The dtype F.linear would compute in here: autocast's inside an autocast region (for fp32 inputs too)."""
-    device = x.device.type
-    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device) and weight.is_floating_point() \
-            and weight.dtype != torch.float64:
-        return torch.get_autocast_dtype(device)
-    return weight.dtype
+from ..kernels.precision import activation_dtype
 
 
 class _LinearWithResidual(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None instead of a zero-filled launch
-        dtype = _compute_dtype(x, weight)
+        dtype = activation_dtype(weight)  # what F.linear computes in: autocast's inside an autocast region
         # Cast once here, as autocast would, and keep the cast operands for the backward
         # (which runs outside the autocast region).
         xc, wc = x.to(dtype), weight.to(dtype)
@@ -52,7 +45,7 @@ class _LinearWithResidual(torch.autograd.Function):
                 grad_x = (dy @ wc).to(ctx.x_dtype)
                 if grad_residual is not None:
                     grad_x = grad_x + grad_residual.reshape(grad_x.shape)
-            grad_x = grad_x.view(xc.shape).to(ctx.x_dtype)
+            grad_x = grad_x.view(xc.shape)
         if need_weight:
             grad_weight = (dy.t() @ xc.reshape(-1, xc.shape[-1])).to(ctx.weight_dtype)
         if need_bias:
