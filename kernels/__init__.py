@@ -14,7 +14,7 @@ from .backend import BACKENDS, ENV_VAR, auto_backend, requested_backend, resolve
 from .dropout import dropout
 
 __all__ = [
-    "embedding_layer_norm", "bias_gelu", "layer_norm", "dropout",
+    "embedding_layer_norm", "bias_gelu", "layer_norm", "dropout", "grad_sums_block",
     "implementation", "auto_backend", "requested_backend", "resolve_backend", "BACKENDS", "ENV_VAR",
 ]
 
@@ -55,9 +55,12 @@ def embedding_layer_norm(
     )
 
 
-def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none", *, backend: str | None = None) -> torch.Tensor:
-    """GELU(x + bias), exact erf form unless ``approximate="tanh"``."""
-    return implementation(x.device, backend).bias_gelu(x, bias, approximate)
+def bias_gelu(
+    x: torch.Tensor, bias: torch.Tensor, approximate: str = "none", *,
+    grad_sums: torch.Tensor | None = None, backend: str | None = None,
+) -> torch.Tensor:
+    """GELU(x + bias), exact erf form unless ``approximate="tanh"``. ``grad_sums``: see :func:`layer_norm`."""
+    return implementation(x.device, backend).bias_gelu(x, bias, approximate, grad_sums)
 
 
 def layer_norm(
@@ -70,10 +73,21 @@ def layer_norm(
     x_bias: torch.Tensor | None = None,
     *,
     seed: torch.Tensor | None = None,
+    grad_sums: torch.Tensor | None = None,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """LayerNorm(dropout(x + x_bias) + residual). ``seed``: as for :func:`embedding_layer_norm`."""
-    return implementation(x.device, backend).layer_norm(x, weight, bias, eps, residual, dropout_p, x_bias, seed)
+    """LayerNorm(dropout(x + x_bias) + residual). ``seed``: as for :func:`embedding_layer_norm`.
+    ``grad_sums``: for the Triton kernels, a zero-filled fp32 slice of :func:`grad_sums_block`
+    (weight, bias and x_bias gradients, hidden size each), which the backward adds the
+    parameters' gradients into instead of reducing partial sums in a second launch; the
+    torch reference ignores it."""
+    return implementation(x.device, backend).layer_norm(x, weight, bias, eps, residual, dropout_p, x_bias, seed, grad_sums)
+
+
+def grad_sums_block(numel: int, device: torch.device, *, backend: str | None = None) -> torch.Tensor | None:
+    """One forward's zero-filled buffer for the Triton ops' ``grad_sums`` (one launch), or
+    None where the backend does not use one (torch) or reductions must be deterministic."""
+    return implementation(device, backend).grad_sums_block(numel, device)
 
 
 def _hand_over_to_installed_kernels() -> None:

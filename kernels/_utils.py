@@ -3,9 +3,11 @@
 Every kernel works on 2-D tiles of ``BLOCK_R`` rows by ``BLOCK_H`` columns: many rows per
 program keeps the CPU interpreter (which runs programs one by one in Python) fast, and on
 a GPU it amortises loading the LayerNorm weight and bias. Backward kernels are
-persistent: a bounded number of programs loop over the tiles and each writes one fp32
-partial sum of the weight gradients, which torch then reduces (two-stage reduction
-without atomics, so gradients are deterministic).
+persistent: a bounded number of programs loop over the tiles and each makes one fp32
+partial sum of the per-column parameter gradients. Those partials are either stored and
+reduced by torch (a second launch per op; deterministic), or, when the caller hands the op
+a zero-filled ``grad_sums`` buffer (see :func:`grad_sums_block`), added into it with
+atomics: no second launch, at the price of a summation order that varies from run to run.
 """
 
 from __future__ import annotations
@@ -97,6 +99,31 @@ def dropout_seeds(count: int, p: float, device: torch.device) -> torch.Tensor | 
     return torch.randint(0, 2**31 - 1, (count,), dtype=torch.int64, device=device)
 
 
+def grad_sums_block(numel: int, device: torch.device) -> torch.Tensor | None:
+    """A zero-filled fp32 buffer whose slices the fused ops of one forward take as
+    ``grad_sums``: their backward kernels add the per-column parameter gradients into it
+    with atomics. One launch for a whole forward, instead of a reduction launch per op in
+    backward. None (each op reduces its own partials, in a fixed order) while
+    ``torch.use_deterministic_algorithms`` is on."""
+    if torch.are_deterministic_algorithms_enabled():
+        return None
+    return torch.zeros(numel, dtype=torch.float32, device=device)
+
+
+def check_grad_sums(t: torch.Tensor | None, numel: int, device: torch.device) -> None:
+    """Refuse a ``grad_sums`` buffer the backward kernel could not add into safely."""
+    if t is not None and (t.dtype != torch.float32 or t.shape != (numel,) or not t.is_contiguous() or t.device != device):
+        raise ValueError(f"grad_sums must be a contiguous fp32 vector of {numel} elements on {device}; got "
+                         f"{tuple(t.shape)} {t.dtype} on {t.device}")
+
+
+def take_grad_sums(ctx) -> torch.Tensor | None:
+    """The op's ``grad_sums`` buffer for its first backward only: a second backward through a
+    retained graph would add onto the first's sums, so it reduces its own partials instead."""
+    sums, ctx.grad_sums = getattr(ctx, "grad_sums", None), None
+    return None if torch.are_deterministic_algorithms_enabled() else sums
+
+
 def check_vector(name: str, t: torch.Tensor | None, size: int) -> None:
     """Refuse a per-column parameter that does not have ``size`` elements (the kernels
     would read past it)."""
@@ -146,6 +173,16 @@ def dropout_keep(seed_ptr, rows, p, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr
     # P(word < threshold) = p to within 2^-24; the clamp keeps p just below 1 from overflowing uint32.
     threshold = tl.cast(tl.minimum(p * 4294967296.0, 4294967040.0), tl.uint32)
     return words >= threshold
+
+
+@triton.jit
+def store_column_sums(ptr, pid, n_cols, cols, sums, mask, ATOMIC: tl.constexpr):
+    """A program's column sums: added into the final ``[n_cols]`` sums at ``ptr`` (ATOMIC), or
+    stored as row ``pid`` of a ``[programs, n_cols]`` partials buffer that torch reduces."""
+    if ATOMIC:
+        tl.atomic_add(ptr + cols, sums, mask=mask)
+    else:
+        tl.store(ptr + pid * n_cols + cols, sums, mask=mask)
 
 
 @triton.jit

@@ -38,8 +38,11 @@ def embedding_layer_norm(
     return dropout(out, dropout_p).to(activation_dtype(word_embeddings))
 
 
-def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none") -> torch.Tensor:
-    """GELU(x + bias); ``approximate="none"`` is BERT's exact erf form, ``"tanh"`` the approximation."""
+def bias_gelu(
+    x: torch.Tensor, bias: torch.Tensor, approximate: str = "none", grad_sums: torch.Tensor | None = None
+) -> torch.Tensor:
+    """GELU(x + bias); ``approximate="none"`` is BERT's exact erf form, ``"tanh"`` the approximation.
+    ``grad_sums`` is the Triton kernel's; autograd makes the bias's gradient here."""
     return F.gelu(x + bias, approximate=approximate).to(activation_dtype(x))
 
 
@@ -52,9 +55,11 @@ def layer_norm(
     dropout_p: float = 0.0,
     x_bias: torch.Tensor | None = None,
     seed: torch.Tensor | None = None,
+    grad_sums: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """LayerNorm(dropout(x + x_bias) + residual): BERT's post-attention and post-FFN block.
-    ``seed`` is the Triton kernel's; here torch's generator draws the mask."""
+    ``seed`` and ``grad_sums`` are the Triton kernel's; here torch's generator draws the mask
+    and autograd makes the parameters' gradients."""
     out_dtype = activation_dtype(x)  # before fp32 parameters promote x
     if x_bias is not None:
         x = x + x_bias
@@ -67,4 +72,10 @@ def layer_norm(
 def dropout_seeds(count: int, p: float, device: torch.device) -> None:
     """The Triton ops draw their dropout seeds in one block per forward; these ops draw each
     mask from torch's generator when they run, so there is nothing to draw ahead."""
+    return None
+
+
+def grad_sums_block(numel: int, device: torch.device) -> None:
+    """The Triton ops' backward kernels add parameter gradients into one buffer per forward;
+    here autograd makes each gradient, so there is nothing to allocate."""
     return None

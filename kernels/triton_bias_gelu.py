@@ -2,7 +2,7 @@
 
 Forward reads x and the bias once and writes the activation (dtype per :mod:`.precision`;
 arithmetic in fp32); backward recomputes x + bias from the saved input instead of storing
-it, and reduces dbias in two stages.
+it, and reduces dbias in two stages (or with atomics into a caller's ``grad_sums``).
 Rows are tiled by column blocks too, so any width works.
 """
 
@@ -12,7 +12,16 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import num_warps, persistent_programs, rounded_to, rows_of, tile_rows
+from ._utils import (
+    check_grad_sums,
+    num_warps,
+    persistent_programs,
+    rounded_to,
+    rows_of,
+    store_column_sums,
+    take_grad_sums,
+    tile_rows,
+)
 from .precision import activation_dtype
 
 _MAX_COLUMN_BLOCK = 1024
@@ -66,8 +75,8 @@ def _bias_gelu_fwd_kernel(
 
 @triton.jit
 def _bias_gelu_bwd_kernel(
-    dy_ptr, x_ptr, bias_ptr, dx_ptr, dbias_partial_ptr, n_rows, n_cols,
-    APPROX_TANH: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    dy_ptr, x_ptr, bias_ptr, dx_ptr, dbias_sums_ptr, n_rows, n_cols,
+    APPROX_TANH: tl.constexpr, ATOMIC_SUMS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     pid = tl.program_id(0)
     col_block = tl.program_id(1)
@@ -82,7 +91,7 @@ def _bias_gelu_bwd_kernel(
         dx = dy * grad
         tl.store(dx_ptr + offsets, rounded_to(dx, dx_ptr.dtype.element_ty), mask=mask)
         dbias += tl.sum(dx, axis=0)
-    tl.store(dbias_partial_ptr + pid * n_cols + cols, dbias, mask=cols < n_cols)
+    store_column_sums(dbias_sums_ptr, pid, n_cols, cols, dbias, cols < n_cols, ATOMIC_SUMS)
 
 
 def _blocks(x: torch.Tensor) -> tuple[int, int]:
@@ -103,42 +112,50 @@ def bias_gelu_forward(x: torch.Tensor, bias: torch.Tensor, approx_tanh: bool, ou
     return y
 
 
-def bias_gelu_backward(dy, x, bias, approx_tanh):
-    """Launch the backward kernel: (dx, fp32 dbias)."""
+def bias_gelu_backward(dy, x, bias, approx_tanh, grad_sums=None):
+    """Launch the backward kernel: (dx, fp32 dbias); dbias is ``grad_sums`` (zero-filled
+    fp32, added into with atomics) when given, with no reduction launch."""
     n_rows, n_cols = x.shape
     block_r, block_c = _blocks(x)
     programs = persistent_programs(triton.cdiv(n_rows, block_r), x.device)
     dx = torch.empty_like(x)
-    dbias_partial = torch.empty(programs, n_cols, dtype=torch.float32, device=x.device)
+    atomic = grad_sums is not None
+    dbias = grad_sums if atomic else torch.empty(programs, n_cols, dtype=torch.float32, device=x.device)
     _bias_gelu_bwd_kernel[(programs, triton.cdiv(n_cols, block_c))](
-        dy, x, bias, dx, dbias_partial, n_rows, n_cols,
-        APPROX_TANH=approx_tanh, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=num_warps(block_r * block_c),
+        dy, x, bias, dx, dbias, n_rows, n_cols,
+        APPROX_TANH=approx_tanh, ATOMIC_SUMS=atomic, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=num_warps(block_r * block_c),
     )
-    return dx, dbias_partial.sum(dim=0)
+    # A fresh view, not the caller's tensor itself: autograd then keeps it as the .grad instead of copying it.
+    return dx, dbias.view(n_cols) if atomic else dbias.sum(dim=0)
 
 
 class BiasGeluFunction(torch.autograd.Function):
     """Autograd for the fused bias + GELU; saves only the input."""
 
     @staticmethod
-    def forward(ctx, x, bias, approx_tanh, out_dtype):
+    def forward(ctx, x, bias, approx_tanh, out_dtype, grad_sums):
         x2 = rows_of(x)
         bias = bias.contiguous()
         ctx.save_for_backward(x2, bias)
-        ctx.approx_tanh, ctx.shape = approx_tanh, x.shape
+        ctx.approx_tanh, ctx.shape, ctx.grad_sums = approx_tanh, x.shape, grad_sums
         return bias_gelu_forward(x2, bias, approx_tanh, out_dtype).view(x.shape)
 
     @staticmethod
     def backward(ctx, grad_out):
         x2, bias = ctx.saved_tensors
-        dx, dbias = bias_gelu_backward(rows_of(grad_out), x2, bias, ctx.approx_tanh)
-        return dx.view(ctx.shape), dbias.to(bias.dtype), None, None
+        dx, dbias = bias_gelu_backward(rows_of(grad_out), x2, bias, ctx.approx_tanh, take_grad_sums(ctx))
+        return dx.view(ctx.shape), dbias.to(bias.dtype), None, None, None
 
 
-def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "none") -> torch.Tensor:
-    """GELU(x + bias) over the last dimension, exact erf form unless ``approximate="tanh"``."""
+def bias_gelu(
+    x: torch.Tensor, bias: torch.Tensor, approximate: str = "none", grad_sums: torch.Tensor | None = None
+) -> torch.Tensor:
+    """GELU(x + bias) over the last dimension, exact erf form unless ``approximate="tanh"``.
+    ``grad_sums``: a zero-filled fp32 vector of the bias's size on x's device, into which the
+    backward adds the bias's gradient."""
     if approximate not in _APPROXIMATIONS:
         raise ValueError(f"approximate={approximate!r}; expected one of {', '.join(_APPROXIMATIONS)}")
     if bias.shape != x.shape[-1:]:
         raise ValueError(f"bias shape {tuple(bias.shape)} does not match the last dimension of x {tuple(x.shape)}")
-    return BiasGeluFunction.apply(x, bias, approximate == "tanh", activation_dtype(x))
+    check_grad_sums(grad_sums, bias.numel(), x.device)
+    return BiasGeluFunction.apply(x, bias, approximate == "tanh", activation_dtype(x), grad_sums)

@@ -111,7 +111,7 @@ def _embedding_layer_norm_bwd_kernel(
     tl.store(dw_partial_ptr + partial, dw, mask=col_mask)
     tl.store(db_partial_ptr + partial, db, mask=col_mask)
     if SCATTER_TABLES:
-        tt_partial = (pid * n_types + types[:, None]) * n_cols + cols[None, :]
+        tt_partial = (types[:, None] * tl.num_programs(0) + pid) * n_cols + cols[None, :]  # [n_types, programs, H]
         tl.store(dtt_partial_ptr + tt_partial, dtt, mask=(types[:, None] < n_types) & col_mask[None, :])
 
 
@@ -149,24 +149,27 @@ def embedding_layer_norm_backward(dy, ids, tts, positions, word, token_type, pos
     n_types = token_type.shape[0]
     scatter = n_types <= MAX_SCATTER_TYPES and not torch.are_deterministic_algorithms_enabled()
     f32 = dict(dtype=torch.float32, device=dy.device)
+    # Every partial sum in one buffer, [2 (+ n_types), programs, H]: LayerNorm weight, bias (and
+    # the token-type rows), reduced by one launch; both dense tables zero-filled by one.
+    partials = torch.empty(2 + n_types if scatter else 2, programs, n_cols, **f32)
     if scatter:
-        dword, dpos = torch.zeros(word.shape, **f32), torch.zeros(position.shape, **f32)
-        dtt_partials = torch.empty(programs, n_types, n_cols, **f32)
+        tables = torch.zeros(word.shape[0] + position.shape[0], n_cols, **f32)
+        dword, dpos = tables[: word.shape[0]], tables[word.shape[0]:]
         dsum = dword  # not written
     else:
         dsum = torch.empty(n_rows, n_cols, **f32)
-        dword = dpos = dtt_partials = dsum  # not written
-    partials = torch.empty(2, programs, n_cols, **f32)
+        dword = dpos = dsum  # not written
     _embedding_layer_norm_bwd_kernel[(programs,)](
         dy, ids, tts, positions, word, token_type, position, weight, mean, rstd,
-        dsum, dword, dpos, dtt_partials, partials[0], partials[1],
+        dsum, dword, dpos, partials[2:] if scatter else dsum, partials[0], partials[1],
         n_rows, n_cols, n_types, dropout_p, 1.0 / (1.0 - dropout_p), ids if seed is None else seed,
         HAS_DROPOUT=dropout_p > 0.0, SCATTER_TABLES=scatter, BLOCK_T=triton.next_power_of_2(n_types),
         BLOCK_R=block_r, BLOCK_H=block_h, num_warps=num_warps(block_r * block_h),
     )
-    dweight, dbias = partials.sum(dim=1)
+    sums = partials.sum(dim=1)
+    dweight, dbias = sums[0], sums[1]
     if scatter:
-        return dword, dtt_partials.sum(dim=0), dpos, dweight, dbias
+        return dword, sums[2:], dpos, dweight, dbias
     return _table_grad(dsum, ids, word), _table_grad(dsum, tts, token_type), _table_grad(dsum, positions, position), dweight, dbias
 
 

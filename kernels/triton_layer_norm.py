@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from ._utils import (
+    check_grad_sums,
     check_vector,
     dropout_keep,
     dropout_seed,
@@ -26,6 +27,8 @@ from ._utils import (
     rounded_to,
     row_block,
     rows_of,
+    store_column_sums,
+    take_grad_sums,
     tile_offsets,
     tile_rows,
 )
@@ -62,10 +65,10 @@ def _layer_norm_fwd_kernel(
 @triton.jit
 def _layer_norm_bwd_kernel(
     dy_ptr, h_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, dresidual_ptr,
-    dw_partial_ptr, db_partial_ptr, dx_bias_partial_ptr,
+    dw_sums_ptr, db_sums_ptr, dx_bias_sums_ptr,
     n_rows, n_cols, dropout_p, dropout_scale, seed_ptr,
     HAS_X_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
+    ATOMIC_SUMS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_H)
@@ -94,11 +97,10 @@ def _layer_norm_bwd_kernel(
         tl.store(dx_ptr + offsets, rounded_to(dx, dx_ptr.dtype.element_ty), mask=mask)
         if HAS_X_BIAS:
             dx_bias += tl.sum(dx, axis=0)
-    partial = pid * n_cols + cols
-    tl.store(dw_partial_ptr + partial, dw, mask=col_mask)
-    tl.store(db_partial_ptr + partial, db, mask=col_mask)
+    store_column_sums(dw_sums_ptr, pid, n_cols, cols, dw, col_mask, ATOMIC_SUMS)
+    store_column_sums(db_sums_ptr, pid, n_cols, cols, db, col_mask, ATOMIC_SUMS)
     if HAS_X_BIAS:
-        tl.store(dx_bias_partial_ptr + partial, dx_bias, mask=col_mask)
+        store_column_sums(dx_bias_sums_ptr, pid, n_cols, cols, dx_bias, col_mask, ATOMIC_SUMS)
 
 
 def layer_norm_forward(x, weight, bias, eps, residual, dropout_p, x_bias, seed, out_dtype):
@@ -122,9 +124,11 @@ def layer_norm_forward(x, weight, bias, eps, residual, dropout_p, x_bias, seed, 
     return y, h, mean, rstd
 
 
-def layer_norm_backward(dy, h, weight, mean, rstd, dropout_p, seed, x_dtype, residual_dtype, has_x_bias):
+def layer_norm_backward(dy, h, weight, mean, rstd, dropout_p, seed, x_dtype, residual_dtype, has_x_bias, grad_sums=None):
     """Launch the backward kernel: (dx, dresidual or None, fp32 dweight, fp32 dbias, fp32
-    dx_bias or None); dx and dresidual come in their inputs' dtypes."""
+    dx_bias or None); dx and dresidual come in their inputs' dtypes. With ``grad_sums``
+    (zero-filled fp32, ``[(2 or 3) * hidden]``) the three sums are added into it and
+    returned as views of it, with no reduction launch."""
     n_rows, n_cols = dy.shape
     block_h = row_block(n_cols)
     block_r = tile_rows(block_h, dy.device)
@@ -132,15 +136,18 @@ def layer_norm_backward(dy, h, weight, mean, rstd, dropout_p, seed, x_dtype, res
     has_residual = residual_dtype is not None
     dx = torch.empty_like(dy, dtype=x_dtype)
     dresidual = torch.empty_like(dy, dtype=residual_dtype) if has_residual else None
-    partials = torch.empty(3 if has_x_bias else 2, programs, n_cols, dtype=torch.float32, device=dy.device)
+    n_sums = 3 if has_x_bias else 2
+    atomic = grad_sums is not None
+    sums = grad_sums.view(n_sums, n_cols) if atomic else torch.empty(n_sums, programs, n_cols, dtype=torch.float32, device=dy.device)
     _layer_norm_bwd_kernel[(programs,)](
         dy, h, weight, mean, rstd, dx, dx if dresidual is None else dresidual,
-        partials[0], partials[1], partials[-1],
+        sums[0], sums[1], sums[-1],
         n_rows, n_cols, dropout_p, 1.0 / (1.0 - dropout_p), dy if seed is None else seed,
         HAS_X_BIAS=has_x_bias, HAS_RESIDUAL=has_residual, HAS_DROPOUT=dropout_p > 0.0,
-        BLOCK_R=block_r, BLOCK_H=block_h, num_warps=num_warps(block_r * block_h),
+        ATOMIC_SUMS=atomic, BLOCK_R=block_r, BLOCK_H=block_h, num_warps=num_warps(block_r * block_h),
     )
-    sums = partials.sum(dim=1)
+    if not atomic:
+        sums = sums.sum(dim=1)
     dx_bias = sums[2] if has_x_bias else None
     return dx, dresidual, sums[0], sums[1], dx_bias
 
@@ -149,7 +156,7 @@ class LayerNormFunction(torch.autograd.Function):
     """Autograd for the fused residual-dropout-LayerNorm; the mask is replayed from a seed."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, residual, dropout_p, x_bias, out_dtype, seed):
+    def forward(ctx, x, weight, bias, eps, residual, dropout_p, x_bias, out_dtype, seed, grad_sums):
         shape = x.shape
         x2 = rows_of(x)
         residual2 = None if residual is None else rows_of(residual)
@@ -162,6 +169,7 @@ class LayerNormFunction(torch.autograd.Function):
         ctx.dropout_p, ctx.seed, ctx.shape, ctx.x_dtype, ctx.bias_dtype = dropout_p, seed, shape, x.dtype, bias.dtype
         ctx.residual_dtype = None if residual is None else residual.dtype
         ctx.x_bias_dtype = None if x_bias is None else x_bias.dtype
+        ctx.grad_sums = grad_sums
         return y.view(shape)
 
     @staticmethod
@@ -169,7 +177,7 @@ class LayerNormFunction(torch.autograd.Function):
         h, weight, mean, rstd = ctx.saved_tensors
         dx, dresidual, dweight, dbias, dx_bias = layer_norm_backward(
             rows_of(grad_out), h, weight.contiguous(), mean, rstd, ctx.dropout_p, ctx.seed,
-            ctx.x_dtype, ctx.residual_dtype, ctx.x_bias_dtype is not None,
+            ctx.x_dtype, ctx.residual_dtype, ctx.x_bias_dtype is not None, take_grad_sums(ctx),
         )
         return (
             dx.view(ctx.shape),
@@ -179,6 +187,7 @@ class LayerNormFunction(torch.autograd.Function):
             None if dresidual is None else dresidual.view(ctx.shape),
             None,
             None if dx_bias is None else dx_bias.to(ctx.x_bias_dtype),
+            None,
             None,
             None,
         )
@@ -193,11 +202,15 @@ def layer_norm(
     dropout_p: float = 0.0,
     x_bias: torch.Tensor | None = None,
     seed: torch.Tensor | None = None,
+    grad_sums: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """LayerNorm(dropout(x + x_bias) + residual) over the last dimension, fused in Triton;
-    ``seed`` (one int64 on x's device) seeds the dropout mask, else one is drawn."""
+    ``seed`` (one int64 on x's device) seeds the dropout mask, else one is drawn.
+    ``grad_sums``: a zero-filled fp32 vector of 2 (3 with ``x_bias``) times the hidden size
+    on x's device, into which the backward adds the gradients of weight, bias (and x_bias)."""
     if residual is not None and residual.shape != x.shape:
         raise ValueError(f"residual shape {tuple(residual.shape)} differs from x shape {tuple(x.shape)}")
     for name, vector in (("weight", weight), ("bias", bias), ("x_bias", x_bias)):
         check_vector(name, vector, x.shape[-1])
-    return LayerNormFunction.apply(x, weight, bias, eps, residual, dropout_p, x_bias, activation_dtype(x), seed)
+    check_grad_sums(grad_sums, (2 if x_bias is None else 3) * x.shape[-1], x.device)
+    return LayerNormFunction.apply(x, weight, bias, eps, residual, dropout_p, x_bias, activation_dtype(x), seed, grad_sums)

@@ -6,9 +6,9 @@ function). The prefix matters: a submodule named like a public op would replace 
 function as an attribute of the package once imported.
 """
 
-from ._utils import dropout_seeds
+from ._utils import dropout_seeds, grad_sums_block
 from .triton_bias_gelu import bias_gelu
 from .triton_embedding_layer_norm import embedding_layer_norm
 from .triton_layer_norm import layer_norm
 
-__all__ = ["embedding_layer_norm", "bias_gelu", "layer_norm", "dropout_seeds"]
+__all__ = ["embedding_layer_norm", "bias_gelu", "layer_norm", "dropout_seeds", "grad_sums_block"]

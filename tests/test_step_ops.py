@@ -26,6 +26,11 @@ def test_counts_the_triton_path_per_layer_and_per_step(tmp_path):
     # input-gradient matmul (addmm), not by an add per fork as autograd would (transformers: 6 adds).
     assert "aten.add" not in ours["layer_ops"], ours["layer_ops"]
     assert theirs["layer_ops"].get("aten.add", 0) >= 2
+    # Q, K and V are read as one matrix where they lie (no cat of weights or biases), and the
+    # fused kernels add their parameter gradients into one zero-filled buffer per forward: the
+    # one reduction left in a layer is the QKV bias's (autograd's LayerNorm and GELU make 3 more).
+    assert "aten.cat" not in ours["layer_ops"] and ours["layer_ops"]["aten.sum"] == 1, ours["layer_ops"]
+    assert varlen["launches"]["per_layer"] <= theirs["launches"]["per_layer"] / 2
     # The modelled GPU path: attention is one varlen launch each way instead of the CPU
     # stand-in's pad, SDPA and unpad; everything else is the Triton path's.
     assert varlen["layer_ops"]["varlen_attention_fwd"] == varlen["layer_ops"]["varlen_attention_bwd"] == 1

@@ -23,7 +23,7 @@ from .checkpoint import PretrainedMixin
 from .config import BertConfig
 from .inputs import BertInputs
 from .layout import SequenceLayout
-from .residual_fork import linear_with_residual
+from .residual_fork import linear_with_residual, share_rows
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,32 @@ class DropoutSeeds:
     def layer(self, index: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Layer ``index``'s (attention output, FFN output) seeds."""
         return self[1 + 2 * index], self[2 + 2 * index]
+
+
+@dataclass(frozen=True)
+class LayerGradSums:
+    """One forward's zero-filled fp32 buffer into which the fused kernels' backward add the
+    layers' per-column parameter gradients (the two LayerNorms' weight, bias and fused dense
+    bias; the FFN's GELU bias): one zero-fill launch for the whole encoder instead of a
+    partial-sum reduction launch per op (three a layer). ``block`` None: each op reduces its
+    own (the torch ops, evaluation, deterministic algorithms)."""
+
+    block: torch.Tensor | None
+    hidden: int
+    intermediate: int
+
+    @staticmethod
+    def numel(config: BertConfig) -> int:
+        return config.num_hidden_layers * (6 * config.hidden_size + config.intermediate_size)
+
+    def layer(self, index: int) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Layer ``index``'s slices (views: no launch) for its attention-output LayerNorm, its
+        GELU and its FFN-output LayerNorm."""
+        if self.block is None:
+            return None, None, None
+        h, i = self.hidden, self.intermediate
+        start = index * (6 * h + i)
+        return self.block[start : start + 3 * h], self.block[start + 3 * h : start + 3 * h + i], self.block[start + 3 * h + i : start + 6 * h + i]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,6 +117,20 @@ class BertSelfAttention(FusedOwnerMixin, nn.Module):
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self._share_qkv_storage()
+
+    def _share_qkv_storage(self) -> None:
+        # Q, K and V stay three Linears (checkpoint names, per-tensor optimizer norms) whose
+        # weights, and biases, lie back to back in memory: the fused projection reads them as
+        # one matrix without copying them every forward.
+        share_rows(self.query.weight, self.key.weight, self.value.weight)
+        share_rows(self.query.bias, self.key.bias, self.value.bias)
+
+    def _apply(self, fn, recurse=True):
+        # A move or cast (.to, .cuda, to_empty) gives each parameter its own new storage.
+        super()._apply(fn, recurse)
+        self._share_qkv_storage()
+        return self
 
     def forward(
         self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False
@@ -98,9 +138,9 @@ class BertSelfAttention(FusedOwnerMixin, nn.Module):
         """(context, the input as the residual that follows), both ``[N, H]``, or ``[S, H]``
         with ``first_tokens_only``."""
         # One matmul for Q, K and V: the three projections read the same input.
-        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
-        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        qkv, residual = linear_with_residual(hidden, weight, bias)
+        qkv, residual = linear_with_residual(
+            hidden, (self.query.weight, self.key.weight, self.value.weight), (self.query.bias, self.key.bias, self.value.bias)
+        )
         qkv = qkv.view(-1, 3, self.config.num_attention_heads, self.config.head_dim)
         dropout_p = self.config.attention_probs_dropout_prob if self.training else 0.0
         backend = self.backends.attention_for(qkv.device, dropout_p, qkv.dtype, layout.supports_varlen)
@@ -119,10 +159,12 @@ class BertResidualOutput(FusedOwnerMixin, nn.Module):
         self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor, seed: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor, seed: torch.Tensor | None = None, grad_sums: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.backends.ops(x.device).layer_norm(
             F.linear(x, self.dense.weight), self.LayerNorm.weight, self.LayerNorm.bias, self.config.layer_norm_eps,
-            residual, self.config.hidden_dropout_prob if self.training else 0.0, self.dense.bias, seed,
+            residual, self.config.hidden_dropout_prob if self.training else 0.0, self.dense.bias, seed, grad_sums,
         )
 
 
@@ -133,10 +175,11 @@ class BertAttention(nn.Module):
         self.output = BertResidualOutput(config, backends, config.hidden_size)
 
     def forward(
-        self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False, seed: torch.Tensor | None = None
+        self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False, seed: torch.Tensor | None = None,
+        grad_sums: torch.Tensor | None = None,
     ) -> torch.Tensor:
         context, residual = self.self(hidden, layout, first_tokens_only)
-        return self.output(context, residual, seed)
+        return self.output(context, residual, seed, grad_sums)
 
 
 class BertIntermediate(FusedOwnerMixin, nn.Module):
@@ -145,10 +188,11 @@ class BertIntermediate(FusedOwnerMixin, nn.Module):
         self.config, self.backends = config, backends
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
 
-    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, hidden: torch.Tensor, grad_sums: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(GELU(dense(hidden)), hidden as the residual that follows the FFN)."""
         pre_activation, residual = linear_with_residual(hidden, self.dense.weight)
-        return self.backends.ops(hidden.device).bias_gelu(pre_activation, self.dense.bias, self.config.gelu_approximate), residual
+        ops = self.backends.ops(hidden.device)
+        return ops.bias_gelu(pre_activation, self.dense.bias, self.config.gelu_approximate, grad_sums), residual
 
 
 class BertLayer(nn.Module):
@@ -164,12 +208,14 @@ class BertLayer(nn.Module):
         layout: SequenceLayout,
         first_tokens_only: bool = False,
         seeds: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+        grad_sums: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None] = (None, None, None),
     ) -> torch.Tensor:
         """``[N, H]`` out, or ``[S, H]`` for the sequences' first tokens only: their keys and
         values still come from every token, but nothing else is computed for the other rows.
-        ``seeds``: the two dropout kernels' (see :class:`DropoutSeeds`)."""
-        attended = self.attention(hidden, layout, first_tokens_only, seeds[0])
-        return self.output(*self.intermediate(attended), seeds[1])
+        ``seeds``: the two dropout kernels' (see :class:`DropoutSeeds`); ``grad_sums``: the
+        three fused ops' (see :class:`LayerGradSums`)."""
+        attended = self.attention(hidden, layout, first_tokens_only, seeds[0], grad_sums[0])
+        return self.output(*self.intermediate(attended, grad_sums[1]), seeds[1], grad_sums[2])
 
 
 class BertEncoder(nn.Module):
@@ -178,13 +224,15 @@ class BertEncoder(nn.Module):
         self.layer = nn.ModuleList(BertLayer(config, backends) for _ in range(config.num_hidden_layers))
 
     def forward(
-        self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False, seeds: DropoutSeeds = DropoutSeeds()
+        self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False, seeds: DropoutSeeds = DropoutSeeds(),
+        grad_sums: LayerGradSums | None = None,
     ) -> torch.Tensor:
         """``[N, H]``; with ``first_tokens_only``, ``[S, H]`` for each sequence's first token,
         the last layer running only there (what a pooled-[CLS] head reads)."""
         last = len(self.layer) - 1
         for i, layer in enumerate(self.layer):
-            hidden = layer(hidden, layout, first_tokens_only and i == last, seeds.layer(i))
+            sums = grad_sums.layer(i) if grad_sums is not None else (None, None, None)
+            hidden = layer(hidden, layout, first_tokens_only and i == last, seeds.layer(i), sums)
         return hidden
 
 
@@ -298,9 +346,18 @@ class BertModel(BertPreTrainedModel):
         """Real tokens in, ``[N, H]`` hidden states out; with ``first_tokens_only`` the
         ``[S, H]`` states of each sequence's first token ([CLS]), the last layer run on those rows only."""
         self._check_positions(inputs)
-        seeds = self.dropout_seeds(inputs.input_ids.device)
+        device = inputs.input_ids.device
+        seeds = self.dropout_seeds(device)
         hidden = self.embeddings(inputs.input_ids, inputs.token_type_ids, inputs.position_ids, seeds[0])
-        return self.encoder(hidden, inputs.layout, first_tokens_only, seeds)
+        return self.encoder(hidden, inputs.layout, first_tokens_only, seeds, self.layer_grad_sums(device))
+
+    def layer_grad_sums(self, device: torch.device) -> LayerGradSums | None:
+        """This forward's buffer for the layers' parameter gradients (one zero-fill launch),
+        when a backward will follow."""
+        if not torch.is_grad_enabled():
+            return None
+        block = self.backends.ops(device).grad_sums_block(LayerGradSums.numel(self.config), device)
+        return LayerGradSums(block, self.config.hidden_size, self.config.intermediate_size)
 
     def dropout_seeds(self, device: torch.device) -> DropoutSeeds:
         """This forward's seeds for the fused dropout kernels: one draw (a launch) for all of them."""

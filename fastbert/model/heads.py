@@ -19,6 +19,7 @@ from .backends import Backends
 from .config import BertConfig
 from .encoder import BertModel, BertPreTrainedModel, FusedOwnerMixin
 from .inputs import BertInputs
+from .layout import rows_at
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,18 +108,22 @@ class BertForPreTraining(BertPreTrainedModel):
         the masked ones first, padded with ignored ones; there must not be more."""
         inputs = BertInputs.of(input_ids, attention_mask, token_type_ids, position_ids)
         hidden = self.bert.encode(inputs)
-        pooled = self.bert.pooler(hidden[inputs.layout.first_token_index])
-        nsp_logits = self.cls.seq_relationship(pooled)
         decoder_weight = self.bert.embeddings.word_embeddings.weight
+        if labels is None:
+            cls_hidden = hidden[inputs.layout.first_token_index]
+        else:
+            flat_labels = inputs.per_token(labels)
+            masked = inputs.masked_positions(flat_labels)
+            # The two heads' rows in one gather node: their gradients share one buffer.
+            cls_hidden, masked_hidden = rows_at(hidden, inputs.layout.first_token_index, masked)
+        nsp_logits = self.cls.seq_relationship(self.bert.pooler(cls_hidden))
         out = PreTrainingOutput(seq_relationship_logits=nsp_logits)
 
         if labels is None:
             out.prediction_logits = inputs.to_caller(self.cls.predictions(hidden, decoder_weight))
         else:
-            flat_labels = inputs.per_token(labels)
-            masked = inputs.masked_positions(flat_labels)
             out.masked_lm_labels = flat_labels[masked]
-            out.masked_lm_logits = self.cls.predictions(hidden[masked], decoder_weight)
+            out.masked_lm_logits = self.cls.predictions(masked_hidden, decoder_weight)
             # Sum over masked tokens / count, as transformers' mean over non-ignored labels.
             out.mlm_loss = F.cross_entropy(out.masked_lm_logits.float(), out.masked_lm_labels)
             out.loss = out.mlm_loss

@@ -136,6 +136,35 @@ class _GatherRows(torch.autograd.Function):
         return grad_src.index_copy_(0, index, grad), None
 
 
+def rows_at(src: torch.Tensor, *indices: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``src[index]`` along dim 0 for each index, as one autograd node.
+
+    Autograd would give each gather a zero-filled gradient buffer and add the buffers up;
+    here the gradients land in one buffer (pretraining's [CLS] rows and masked rows: two
+    launches fewer per step). Indices may repeat, within one and across several.
+    """
+    return _GatherRowsMany.apply(src, *indices)
+
+
+class _GatherRowsMany(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, src: torch.Tensor, *indices: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        ctx.set_materialize_grads(False)  # an unused output adds nothing (and launches nothing)
+        ctx.save_for_backward(*indices)
+        ctx.src_shape = src.shape
+        return tuple(src[index] for index in indices)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor | None):
+        used = [(index, grad) for index, grad in zip(ctx.saved_tensors, grads) if grad is not None]
+        if not used:
+            return (None,) * (1 + len(grads))
+        grad_src = used[0][1].new_zeros(ctx.src_shape)
+        for index, grad in used:
+            grad_src.index_put_((index,), grad, accumulate=True)
+        return (grad_src, *(None,) * len(grads))
+
+
 class _ScatterRows(torch.autograd.Function):
     """``[N, ...]`` → ``[S, max_seqlen, ...]``: ``fill`` with each token written at its place.
 

@@ -51,3 +51,24 @@ def test_refuses_unknown_approximation():
 def test_refuses_mismatched_bias():
     with pytest.raises(ValueError, match="bias shape"):
         triton_ops.bias_gelu(torch.randn(2, 8), torch.randn(7))
+
+
+def test_grad_sums_take_the_bias_gradient_without_a_reduction_launch():
+    from benchmarks.op_count import OpCounter
+
+    torch.manual_seed(0)
+    x, bias, grad = torch.randn(3000, 48), torch.randn(48), torch.randn(3000, 48)  # several programs add in
+
+    def backward(grad_sums):
+        xl, bl = x.clone().requires_grad_(), bias.clone().requires_grad_()
+        triton_ops.bias_gelu(xl, bl, "none", grad_sums).backward(grad)
+        return xl.grad, bl.grad
+
+    dx, dbias = backward(None)
+    sums = torch.zeros(48)
+    with OpCounter() as ops:
+        dx_summed, dbias_summed = backward(sums)
+    assert "aten.sum" not in ops.by_op(), ops.by_op()
+    torch.testing.assert_close(dx_summed, dx)
+    torch.testing.assert_close(dbias_summed, dbias, rtol=1e-5, atol=1e-4)
+    assert dbias_summed.data_ptr() == sums.data_ptr()

@@ -92,3 +92,55 @@ def test_reference_agrees_with_layer_norm_definition():
 def test_refuses_parameters_of_the_wrong_width():
     with pytest.raises(ValueError, match=r"x_bias has shape \(63,\); expected \(64,\)"):
         triton_ops.layer_norm(torch.randn(2, 64), torch.ones(64), torch.zeros(64), EPS, x_bias=torch.zeros(63))
+
+
+
+def _ln_backward(inputs: dict, grad: torch.Tensor, grad_sums: torch.Tensor | None, backwards: int = 1) -> dict:
+    leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+    out = triton_ops.layer_norm(leaves["x"], leaves["weight"], leaves["bias"], EPS, leaves["residual"], 0.1,
+                                leaves["x_bias"], torch.tensor([7]), grad_sums)
+    for i in range(backwards):
+        out.backward(grad, retain_graph=i + 1 < backwards)
+    return leaves
+
+
+def test_grad_sums_take_the_parameter_gradients_without_a_reduction_launch():
+    from benchmarks.op_count import OpCounter
+
+    torch.manual_seed(0)
+    inputs = ln_inputs(2000, 64, True, True)  # enough rows for several programs to add into the sums
+    grad = torch.randn(2000, 64)
+    reduced = _ln_backward(inputs, grad, None)
+    sums = torch.zeros(3 * 64)
+    with OpCounter() as ops:
+        summed = _ln_backward(inputs, grad, sums)
+    assert "aten.sum" not in ops.by_op(), ops.by_op()
+    for name in ("x", "residual", "weight", "bias", "x_bias"):
+        torch.testing.assert_close(summed[name].grad, reduced[name].grad, rtol=1e-5, atol=1e-5, msg=name)
+    # The parameters' gradients are the buffer itself (weight, bias, x_bias in turn), not copies.
+    for i, name in enumerate(("weight", "bias", "x_bias")):
+        assert summed[name].grad.data_ptr() == sums[i * 64:].data_ptr()
+
+
+def test_grad_sums_serve_one_backward_and_deterministic_mode_never_uses_them():
+    torch.manual_seed(0)
+    inputs, grad = ln_inputs(2000, 64, True, True), torch.randn(2000, 64)
+    once = _ln_backward(inputs, grad, None)
+    twice = _ln_backward(inputs, grad, torch.zeros(3 * 64), backwards=2)  # a retained graph, run again
+    for name in ("weight", "bias", "x_bias", "x"):
+        torch.testing.assert_close(twice[name].grad, 2 * once[name].grad, rtol=1e-5, atol=1e-5, msg=name)
+    sums = torch.zeros(3 * 64)
+    torch.use_deterministic_algorithms(True)
+    try:
+        deterministic = _ln_backward(inputs, grad, sums)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert not sums.any()  # the partial sums were reduced in their fixed order instead
+    torch.testing.assert_close(deterministic["weight"].grad, once["weight"].grad)
+
+
+def test_refuses_grad_sums_of_the_wrong_size_or_dtype():
+    inputs = ln_inputs(4, 64, False, True)
+    for bad in (torch.zeros(2 * 64), torch.zeros(3 * 64, dtype=torch.float64)):
+        with pytest.raises(ValueError, match="grad_sums must be a contiguous fp32 vector of 192"):
+            triton_ops.layer_norm(inputs["x"], inputs["weight"], inputs["bias"], EPS, None, 0.0, inputs["x_bias"], None, bad)

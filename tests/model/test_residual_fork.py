@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.op_count import OpCounter
-from fastbert.model.residual_fork import linear_with_residual
+from fastbert.model.residual_fork import linear_with_residual, share_rows
 
 
 def _leaves(*tensors):
@@ -68,3 +68,60 @@ def test_under_autocast_the_matmul_runs_in_the_autocast_dtype_and_gradients_keep
         for a, r in zip(ours, theirs):
             assert a.grad.dtype == r.grad.dtype
             torch.testing.assert_close(a.grad, r.grad, rtol=2e-2, atol=2e-2)
+
+
+def _blocks(packed: torch.Tensor, rows: list[int], shared: bool) -> list[torch.Tensor]:
+    """Row blocks of ``packed`` as leaves: views of one storage (``shared``) or separate copies."""
+    parts = [p.detach().clone() for p in packed.split(rows)]
+    leaves = [torch.nn.Parameter(p) for p in parts]
+    if shared:
+        share_rows(*leaves)
+    return leaves
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_row_blocks_give_each_block_the_stacked_weights_gradient(shared):
+    torch.manual_seed(0)
+    x, w, b = torch.randn(7, 16, dtype=torch.float64), torch.randn(24, 16, dtype=torch.float64), torch.randn(24, dtype=torch.float64)
+    rows = [8, 8, 8]
+    weights, biases = _blocks(w, rows, shared), _blocks(b, rows, shared)
+    assert (weights[1].untyped_storage().data_ptr() == weights[0].untyped_storage().data_ptr()) == shared
+    (xa,), (xb, wb, bb) = _leaves(x), _leaves(x, w, b)
+    _loss(*linear_with_residual(xa, weights, biases)).backward()
+    _loss(F.linear(xb, wb, bb), xb).backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.cat([p.grad for p in weights]), wb.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.cat([p.grad for p in biases]), bb.grad, rtol=1e-12, atol=1e-12)
+    small = [p.detach()[:2].clone().requires_grad_() for p in weights]
+    assert torch.autograd.gradcheck(lambda x_, *w_: linear_with_residual(x_, w_), (x[:3].clone().requires_grad_(), *small))
+
+
+def test_blocks_in_one_storage_are_read_without_a_copy_and_others_are_concatenated():
+    weights = _blocks(torch.randn(12, 4), [4, 4, 4], shared=True)
+    with OpCounter() as ops:
+        linear_with_residual(torch.randn(3, 4), weights)
+    assert "aten.cat" not in ops.by_op()
+    weights[1].data = weights[1].detach().clone()  # no longer between its neighbours
+    with OpCounter() as ops:
+        out, _ = linear_with_residual(torch.randn(3, 4), weights)
+    assert ops.by_op()["aten.cat"] == 1 and out.shape == (3, 12)
+
+
+def test_the_attentions_q_k_v_stay_in_one_storage_through_loading_and_moves(tmp_path):
+    from fastbert.model import BertConfig, BertForPreTraining
+
+    def packed(model) -> bool:
+        attention = model.bert.encoder.layer[0].attention.self
+        params = [attention.query.weight, attention.key.weight, attention.value.weight]
+        return all(p.untyped_storage().data_ptr() == params[0].untyped_storage().data_ptr() for p in params) and \
+            params[1].storage_offset() == params[0].numel()
+
+    torch.manual_seed(0)
+    model = BertForPreTraining(BertConfig.preset("tiny"))
+    assert packed(model)
+    model.save_pretrained(tmp_path)
+    loaded = BertForPreTraining.from_pretrained(tmp_path)  # built on the meta device, then to_empty
+    assert packed(loaded) and packed(loaded.to(torch.float64))
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        torch.testing.assert_close(a, b.float(), rtol=0, atol=0, msg=name)
+    assert "bert.encoder.layer.0.attention.self.key.weight" in loaded.state_dict()  # checkpoint names unchanged

@@ -132,3 +132,26 @@ def test_bad_engine_settings_are_user_errors():
         OptimizerConfig(optimizer="sgd")
     with pytest.raises(UserError, match="grad_accum_steps"):
         EngineConfig(grad_accum_steps=0)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
+def test_a_non_finite_gradient_with_a_finite_loss_skips_its_update_and_is_named(optimizer):
+    from fastbert.train.engines.base import TrainingDiverged
+
+    engine = make_engine(optimizer)
+    batches = toy_batches(4, 8)
+    weight = next(engine.module.parameters())
+    poisoned_step = {"now": False}
+    weight.register_hook(lambda grad: torch.full_like(grad, float("inf")) if poisoned_step["now"] else grad)
+    engine.train_step(batches[0])
+    engine.raise_if_diverged()  # a healthy step: nothing to report
+    before = [p.detach().clone() for p in engine.module.parameters()]
+    poisoned_step["now"] = True
+    outputs = engine.train_step(batches[1])  # step 2: finite loss, infinite gradient
+    poisoned_step["now"] = False
+    assert torch.isfinite(outputs.loss)
+    assert all(torch.equal(a, b) for a, b in zip(before, engine.module.parameters()))  # the update was skipped
+    engine.train_step(batches[2])
+    assert not all(torch.equal(a, b) for a, b in zip(before, engine.module.parameters()))  # later steps update
+    with pytest.raises(TrainingDiverged, match="non-finite gradient norm at step 2;"):
+        engine.raise_if_diverged()

@@ -96,18 +96,28 @@ class Engine(ABC):
 
 
 class AccumulationWindow:
-    """Counts micro-batches and remembers whether any loss of the current window was non-finite."""
+    """Counts micro-batches and remembers whether any loss of the current window was non-finite.
+
+    The memory is one float on the device, ``poison``: 0 while every loss was finite, NaN
+    after one was not (``loss * 0`` is NaN exactly for a NaN or infinite loss, and NaN stays NaN
+    under addition). Two launches a micro-batch, where ``isfinite`` and a logical or take six.
+    """
 
     def __init__(self, steps: int, device: torch.device):
         self.steps = steps
         self.micro_step = 0
-        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        self.poison = torch.zeros((), dtype=torch.float32, device=device)
 
     def add(self, loss: torch.Tensor) -> bool:
         """Record one micro-batch's loss (on the device, no sync); whether it closes the window."""
-        self.nonfinite |= ~torch.isfinite(loss.detach())
+        self.poison += loss.detach() * 0
         self.micro_step += 1
         return self.micro_step % self.steps == 0
 
+    @property
+    def nonfinite(self) -> torch.Tensor:
+        """Whether a loss of the window was NaN or infinite (a bool on the device)."""
+        return self.poison.isnan()
+
     def reset(self) -> None:
-        self.nonfinite.zero_()
+        self.poison.zero_()

@@ -38,9 +38,10 @@ class LocalEngine(Engine):
         self.window = AccumulationWindow(config.grad_accum_steps, self.device)
         self._global_step = 0
         self._grad_norm: torch.Tensor | None = None
-        # The first steps whose update was skipped for a non-finite loss / gradient norm (0:
-        # none), kept on the device so that no step reads them.
-        self._first_skipped = torch.zeros(2, dtype=torch.int64, device=self.device)
+        # The first steps whose update was skipped for a non-finite loss / for either cause (inf:
+        # none yet), kept on the device so that no step reads them. float32, as the window's
+        # poison is: step numbers are exact up to 2**24.
+        self._first_skipped = torch.full((2,), math.inf, device=self.device)
         self._skips_on_device = _skips_on_found_inf(self.optimizer)
         self._clips_in_step = _is_fused_adam(self.optimizer)
         # On a CPU the word-embedding gradient comes as sparse rows, added into dense buffers
@@ -58,7 +59,8 @@ class LocalEngine(Engine):
         with self._autocast():
             outputs = self.forward_module(batch.inputs, **batch.targets)
         # The engine owns accumulation: each micro-batch contributes 1/N of the window's gradient.
-        (outputs.loss / self.config.grad_accum_steps).backward()
+        steps = self.config.grad_accum_steps
+        (outputs.loss if steps == 1 else outputs.loss / steps).backward()  # a division is two launches
         return outputs
 
     def train_step(self, batch: Batch) -> Any:
@@ -89,19 +91,22 @@ class LocalEngine(Engine):
                 for p in self.module.parameters() if p.grad is not None
             ])
             if max_norm < math.inf:
-                clip_coef = torch.clamp(max_norm / (self._grad_norm + 1e-6), max=1.0)  # as clip_grad_norm_ computes it
-                self.optimizer.grad_scale = 1.0 / clip_coef
+                # The inverse of clip_grad_norm_'s factor min(1, max_norm / (norm + 1e-6)): three launches.
+                self.optimizer.grad_scale = ((self._grad_norm + 1e-6) / max_norm).clamp_(min=1.0)
         else:
             self._grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
-        skip = self.window.nonfinite | ~torch.isfinite(self._grad_norm)
+        # 0 when the window's losses and the gradient norm were all finite, NaN otherwise (see
+        # AccumulationWindow): a handful of launches where isfinite and boolean logic take a dozen.
+        poison = self.window.poison + self._grad_norm * 0
         if self._skips_on_device:
-            # The optimizer leaves weights, moments and step count alone when found_inf is set
+            # The optimizer leaves weights, moments and step count alone when found_inf is 1
             # (the mechanism AMP's grad scaler uses); nothing is read on the host.
-            self.optimizer.found_inf = skip.float()
-            causes = torch.stack([self.window.nonfinite, skip])
-            self._first_skipped = torch.where(causes & (self._first_skipped == 0), self._global_step + 1, self._first_skipped)
+            self.optimizer.found_inf = poison.nan_to_num(nan=1.0)
+            # Per cause (the loss; the loss or the norm): this step where poisoned, inf where not.
+            this_step = (torch.stack([self.window.poison, poison]) + math.inf).nan_to_num(nan=self._global_step + 1, posinf=math.inf)
+            self._first_skipped = torch.fmin(self._first_skipped, this_step)
         else:
-            self._check_before_update(skip)
+            self._check_before_update(poison.isnan())
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=self.grads_set_to_none)
@@ -112,9 +117,9 @@ class LocalEngine(Engine):
 
     def raise_if_diverged(self) -> None:
         loss_step, any_step = self._first_skipped.tolist()
-        if any_step:
+        if any_step < math.inf:
             what = "loss" if loss_step == any_step else "gradient norm"
-            raise TrainingDiverged(f"non-finite {what} at step {any_step}; the optimizer did not step on it")
+            raise TrainingDiverged(f"non-finite {what} at step {int(any_step)}; the optimizer did not step on it")
 
     @property
     def global_step(self) -> int:
