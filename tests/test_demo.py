@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fastbert.cli import main
-from fastbert.demo import NSP_STEPS, StepTiming, demo_steps, is_sentence, plan_steps, prose_paragraphs
+from fastbert.demo import NSP_STEPS, StepTiming, demo_steps, first_occurrences, is_sentence, plan_steps, prose_paragraphs
 from fastbert.train.engines import LocalEngine
 
 
@@ -30,13 +30,15 @@ def test_demo_runs_end_to_end_sized_to_a_slow_machine(tmp_path, monkeypatch):
     corpus = (out / "corpus" / "train.txt").read_text(encoding="utf-8")
     documents = [d for d in corpus.split("\n\n") if d.strip()]
     held_out = [d for d in (out / "corpus" / "held_out.txt").read_text(encoding="utf-8").split("\n\n") if d.strip()]
-    assert len(documents) > 100 and all(len(d.splitlines()) >= 2 for d in documents)
-    assert len(held_out) == (len(documents) + len(held_out)) // 10 and not set(held_out) & set(documents)
+    assert len(documents) > 1000 and all(len(d.splitlines()) >= 2 for d in documents)  # the stdlib's ~480 and torch's
+    assert len(held_out) == (len(documents) + len(held_out)) // 10
+    train_sentences = {s for d in documents for s in d.splitlines()}
+    assert not any(s in train_sentences for d in held_out for s in d.splitlines())  # nothing held out was trained on
     report = (out / "report.md").read_text(encoding="utf-8")
     timed = float(re.search(r"timed ([0-9.]+) s per step", report).group(1))
     planned = int(re.search(r"([0-9]+) steps fill the 0.3-minute budget", report).group(1))
     assert timed >= 0.15  # the slow step was measured
-    assert "model: BERT-mini" in report
+    assert "model: BERT-mini" in report and "standard library and torch" in report
     assert f"fewer than the {NSP_STEPS} in which held-out NSP learnt" in report  # the user's short budget rules, and says so
     assert planned * timed <= 18 or planned == 20  # and the steps fit the budget (20 is the floor)
     assert f"{planned} (stopped by max_steps" in report
@@ -71,6 +73,16 @@ def test_demo_refuses_a_used_output_directory(tmp_path, capsys):
 def test_demo_refuses_a_learning_rate_that_is_not_positive(tmp_path, capsys, lr):
     assert main(["demo", "--out", str(tmp_path / "demo"), f"--lr={lr}"]) == 2
     assert f"--lr must be a positive number, got {float(lr)}" in capsys.readouterr().err
+
+
+def test_demo_refuses_a_negative_held_out_sample(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--held-out-pairs", "-5"]) == 2
+    assert "--held-out-pairs must be 0 (all) or more, got -5" in capsys.readouterr().err
+
+
+def test_a_repeated_sentence_stays_in_its_first_document_only():
+    documents = [["A one.", "A two.", "A three."], ["B one.", "A two.", "B two."], ["A one.", "C one."], ["A three.", "B two."]]
+    assert first_occurrences(documents) == [["A one.", "A two.", "A three."], ["B one.", "B two."]]
 
 
 def test_docstring_prose_keeps_sentences_and_drops_code():

@@ -103,3 +103,22 @@ def test_dropout_replays_its_mask_on_gpu(dtype):
     for name, grad in grads.items():
         scale = exact_grads[name].abs().max().item()
         torch.testing.assert_close(grad.double(), exact_grads[name], rtol=tolerance, atol=tolerance * scale, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("op, make_inputs, hidden, options, sums_of", [
+    ("layer_norm", layer_norm_inputs, 768, {"eps": EPS}, 3),
+    ("bias_gelu", gelu_inputs, 3072, {}, 1),
+])
+def test_grad_sums_added_by_many_programs_equal_the_reduced_partials(op, make_inputs, hidden, options, sums_of, dtype):
+    # Every persistent program adds its column sums into the same buffer with atomics: the
+    # parameters' gradients must equal the fixed-order reduction's to fp32 rounding.
+    inputs = cast_inputs(make_inputs(hidden), dtype)
+    _, reduced, grad_out = run_op(getattr(triton_ops, op), inputs, options)
+    sums = torch.zeros(sums_of * hidden, device="cuda")
+    _, summed, _ = run_op(getattr(triton_ops, op), inputs, {**options, "grad_sums": sums}, grad_out)
+    assert sums.abs().sum() > 0  # the atomic path ran
+    tolerance = 1e-4 if dtype == torch.float32 else 1e-2  # bf16 gradients: one rounding of differently ordered fp32 sums
+    for name, grad in summed.items():
+        scale = reduced[name].float().abs().max().item()
+        torch.testing.assert_close(grad.float(), reduced[name].float(), rtol=tolerance, atol=tolerance * scale, msg=name)
