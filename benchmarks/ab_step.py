@@ -34,6 +34,11 @@ def worker(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     import fastbert
+    from fastbert.train.host_memory import keep_freed_host_memory
+
+    # As the training engine does on a CPU: otherwise glibc's dynamic mmap threshold makes
+    # either side's page faults depend on its allocation history, not on its work.
+    keep_freed_host_memory()
     from benchmarks.workloads import load_model, pretraining_batches, save_initial_weights, train_step
     from fastbert.model import BertConfig
     from torch.utils._python_dispatch import TorchDispatchMode
