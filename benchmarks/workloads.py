@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from fastbert.model import IGNORE_INDEX, Batch, BertConfig, BertForPreTraining, BertForSequenceClassification, BertInputs
-from fastbert.train.config import EngineConfig
+from fastbert.train.config import EngineConfig, OptimizerConfig
 
 CLS, SEP, MASK = 101, 102, 103
 FIRST_WORD_ID = 1000  # ids below are [PAD], [unused*] and specials in BERT's vocabulary
@@ -121,7 +121,7 @@ def classification_batches(
 IMPLEMENTATIONS = ("fastbert", "fastbert-torch", "transformers-sdpa")
 """fastbert as configured (Triton kernels on CUDA), fastbert forced onto its torch reference ops, transformers."""
 GRAPHED = "fastbert-graphs"
-"""fastbert with forward + backward replayed from a CUDA graph (``cuda_graphs: true``); CUDA only."""
+"""fastbert with forward, backward and update replayed from one CUDA graph per step (``cuda_graphs: true``); CUDA only."""
 COMPILED = "fastbert-torch-compile"
 """torch.compile (inductor) of fastbert's torch reference ops, on the graphed variant's static batches."""
 
@@ -172,8 +172,9 @@ def train_step(model: torch.nn.Module, layout: str, autocast_dtype: torch.dtype 
 
 
 def graphed_train_step(model: torch.nn.Module, autocast_dtype: torch.dtype | None, rows: int, seq_len: int) -> Callable[[TwinBatch], None]:
-    """:func:`train_step` with forward and backward replayed from a CUDA graph (the graphed
-    engine's ``forward_backward``; the update is the same AdamW step as the other sides').
+    """:func:`train_step` as the graphed engine runs it: forward, backward and the same AdamW
+    update replayed from one CUDA graph per step (no clipping, as on the other sides; the engine
+    still takes the gradient norm it logs, one multi-tensor launch inside the graph).
 
     It takes ``batch.flat`` on the host, as a data loader hands it over: padding it to
     ``rows x seq_len`` and copying it in are part of the timed step.
@@ -181,14 +182,14 @@ def graphed_train_step(model: torch.nn.Module, autocast_dtype: torch.dtype | Non
     from fastbert.train.engines import GraphedEngine
 
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW(model.parameters(), **ADAMW)
-    config = EngineConfig(micro_batch_size=rows, static_seq_len=seq_len, cuda_graphs=True, bf16=autocast_dtype is not None)
+    optim = OptimizerConfig(lr=ADAMW["lr"], beta1=ADAMW["betas"][0], beta2=ADAMW["betas"][1], eps=ADAMW["eps"],
+                            weight_decay=ADAMW["weight_decay"], warmup_steps=0, grad_clip=0.0)
+    config = EngineConfig(optim=optim, total_steps=10**9, micro_batch_size=rows, static_seq_len=seq_len,
+                          cuda_graphs=True, bf16=autocast_dtype is not None)
     graphed = GraphedEngine(model, config, device)
 
     def step(batch: TwinBatch) -> None:
-        graphed.forward_backward(batch.flat)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=False)  # the graph accumulates into these .grad tensors
+        graphed.train_step(batch.flat)
 
     return step
 

@@ -108,8 +108,9 @@ class EngineConfig:
     seed: int = 0
     """Seed for parameter init and dropout (set before the model is built)."""
     cuda_graphs: bool = False
-    """Replay each micro-batch's forward + backward from a CUDA graph (local engine on CUDA;
-    see fastbert.train.engines.graphed). Batches are padded to micro_batch_size x static_seq_len."""
+    """Replay each micro-batch's step (forward, backward and, closing a window, the update) from a
+    CUDA graph (local engine on CUDA; see fastbert.train.engines.graphed). Batches are padded to
+    micro_batch_size x static_seq_len."""
     static_seq_len: int | None = None
     """Row length of CUDA-graph batches; None: the longest sequence rounded up to 64."""
     compile: bool = False
@@ -211,8 +212,8 @@ class PretrainConfig:
     num_workers: int = 2
     """DataLoader worker processes per rank (0 collates in the training process)."""
     cuda_graphs: bool = False
-    """Replay forward + backward from CUDA graphs (one GPU, no DeepSpeed): batches are padded
-    to batch_size x the data's max_seq_len, removing the per-kernel launch cost."""
+    """Replay each step (forward, backward, update) from CUDA graphs (one GPU, no DeepSpeed): batches
+    are padded to batch_size x the data's max_seq_len, removing the per-kernel launch cost."""
     compile: bool = False
     """torch.compile the model (one process, no DeepSpeed, no cuda_graphs)."""
     eval_data: str | None = None

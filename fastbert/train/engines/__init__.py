@@ -1,7 +1,8 @@
 """Training engines: how one training step runs. The loop sees only :class:`Engine`.
 
 * :class:`LocalEngine`: one process, eager forward and backward;
-* :class:`GraphedEngine`: the local engine with forward + backward replayed from a CUDA graph;
+* :class:`GraphedEngine`: the local engine with each micro-batch's whole step (the update included)
+  replayed from a CUDA graph;
 * ``DeepSpeedEngine`` (:mod:`.deepspeed_engine`, imported only when used): ZeRO 0-3 over
   ``deepspeed.initialize``, also what a multi-process launch without a DeepSpeed config runs.
 

@@ -110,9 +110,22 @@ class AccumulationWindow:
 
     def add(self, loss: torch.Tensor) -> bool:
         """Record one micro-batch's loss (on the device, no sync); whether it closes the window."""
+        self.record(loss)
+        return self.advance()
+
+    def record(self, loss: torch.Tensor) -> None:
+        """The device half of :meth:`add` (what a CUDA graph captures)."""
         self.poison += loss.detach() * 0
+
+    def advance(self) -> bool:
+        """The host half of :meth:`add`: count the micro-batch; whether it closed the window."""
         self.micro_step += 1
         return self.micro_step % self.steps == 0
+
+    @property
+    def closes_next(self) -> bool:
+        """Whether the next micro-batch closes the window."""
+        return (self.micro_step + 1) % self.steps == 0
 
     @property
     def nonfinite(self) -> torch.Tensor:

@@ -1,9 +1,15 @@
-"""The local engine with forward + backward replayed from a CUDA graph, captured once per batch shape.
+"""The local engine with each micro-batch's whole step replayed from a CUDA graph.
 
-Why: at BERT-base sizes a step launches about a thousand kernels, and on an H200 the host
-took longer to launch them than the GPU took to run them (29-37 ms per base step at batch
+Why: at BERT-base sizes a step launches hundreds of kernels, and on an H200 the host took
+longer to launch them than the GPU took to run them (29-37 ms per base step at batch
 32 x 128, about 4 ms of it matmuls; benchmarks/results/2026-11-26-h200). A graph replay
 launches them all at once.
+
+One replay per micro-batch: the forward and backward, and, when the micro-batch closes an
+accumulation window, the update as well (gradient norm and clipping, the non-finite check
+that skips the step on the device, the optimizer, zeroed gradients). So each batch shape has
+up to two graphs: one that only accumulates, one that also updates. Outside the replay the
+host copies the batch in and runs the schedule (two in-place fills of the learning rates).
 
 What capture needs, and where it comes from:
 
@@ -11,22 +17,28 @@ What capture needs, and where it comes from:
   one-token rows fill a short batch; their labels are ignored) and the model keeps the
   padding and runs the MLM head on a fixed number of rows (``BertInputs.from_padded(...,
   keep_padding=True, masked_capacity=M)``);
-* no host syncs in forward or backward: the model's static path reads no data on the host
-  (``tests/model/test_static_shapes.py`` runs it on the meta device to prove it);
-* fixed memory: inputs are copied into buffers the graph reads, and gradients accumulate
-  into ``.grad`` tensors that exist before capture (zeroed in place, never freed);
+* no host syncs, and no host value that changes between steps: the model's static path reads
+  no data on the host (``tests/model/test_static_shapes.py`` runs it on the meta device); the
+  update takes its learning rates from device tensors the schedule fills
+  (:func:`.optim.learning_rates_on_device`) and its step number from a device counter
+  (``tests/train/test_cuda_graphs.py`` traces emulated replays and asserts that every replay
+  dispatches the same ops with the same arguments on the same persistent tensors);
+* fixed memory: inputs are copied into buffers the graph reads; gradients, optimizer state and
+  the engine's counters exist before capture and are only ever updated in place;
 * fresh randomness on every replay: dropout draws from torch's CUDA generator, and the
   Triton kernels read their seeds from device memory, so replays advance the generator;
 * autocast without its weight-cast cache, whose casts would be freed after capture.
 
-Clipping, the optimizer step and the non-finite check stay eager between replays (a few
-fused launches), so the update is exactly the eager engine's.
+Capture warms up by running the step for real (lazy initialisation of cuBLAS, autograd and
+Triton has to happen outside the graph), so everything the step writes is saved before and
+put back after: the first real update is the first replay's.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,12 +48,14 @@ from torch import nn
 from ...errors import UserError
 from ...model.inputs import IGNORE_INDEX, Batch, BertInputs, Unpadded
 from ..config import EngineConfig
+from ..host_memory import give_back_if_memory_is_low
 from .local import LocalEngine
+from .optim import learning_rates_on_device
 
 logger = logging.getLogger(__name__)
 
 MAX_GRAPHS = 8
-"""Distinct batch shapes captured before the engine refuses (each graph holds its own activations)."""
+"""Graphs captured before the engine refuses: distinct batch shapes, two each with accumulation (each graph holds its own activations)."""
 SEQ_LEN_MULTIPLE = 64
 """Without a fixed row length, rows are padded to the longest sequence rounded up to this."""
 MASKED_FRACTION_CAPACITY = 0.2
@@ -129,10 +143,9 @@ class _Captured:
 
 
 class GraphedEngine(LocalEngine):
-    """:class:`LocalEngine` whose training forward + backward is a graph replay.
+    """:class:`LocalEngine` whose training step is a graph replay per micro-batch.
 
-    Gradients accumulate into the parameters' ``.grad`` as an eager backward would; the
-    returned outputs are the graph's own tensors, valid until the next step. Evaluation
+    The returned outputs are the graph's own tensors, valid until the next step. Evaluation
     (:meth:`forward`) runs eagerly.
     """
 
@@ -142,25 +155,39 @@ class GraphedEngine(LocalEngine):
     def __init__(self, model: nn.Module, config: EngineConfig, device: torch.device | None = None):
         super().__init__(model, config, device)
         _require_cuda(self.device)
+        if not self._skips_on_device:
+            raise UserError(f"CUDA graphs need an optimizer that skips a non-finite step on the device; {type(self.optimizer).__name__} does not")
         self.rows, self.seq_len = config.micro_batch_size, config.static_seq_len
         self.pad_id = getattr(getattr(model, "config", None), "pad_token_id", 0) or 0
         self.loss_scale = 1.0 / config.grad_accum_steps
         self.graphs: dict[tuple, _Captured] = {}
         self.pool = None
+        # Where every update graph leaves its gradient norm (a graph's own outputs may be
+        # overwritten by another graph's replay, since all share one memory pool).
+        self._last_grad_norm = torch.zeros((), device=self.device)
 
-    def forward_backward(self, batch: Batch) -> Any:
+    def _adds_sparse_gradients(self) -> bool:
+        return False  # a graph needs gradients of fixed shape
+
+    def train_step(self, batch: Batch) -> Any:
         host_batch, shape = static_batch(batch.to(torch.device("cpu")), self.rows, self.seq_len, self.pad_id)
-        key = (shape.rows, shape.seq_len, shape.masked_rows, tuple(sorted(host_batch)))
+        updates = self.window.closes_next
+        key = (shape.rows, shape.seq_len, shape.masked_rows, tuple(sorted(host_batch)), updates)
         captured = self.graphs.get(key)
         if captured is None:
-            captured = self.graphs[key] = self._capture(host_batch, shape)
+            captured = self.graphs[key] = self._capture(host_batch, shape, updates)
         for name, buffer in captured.inputs.items():
             buffer.copy_(host_batch[name], non_blocking=True)
         captured.graph.replay()
+        if self.window.advance():
+            self._grad_norm = self._last_grad_norm
+            self._host_update()
+        give_back_if_memory_is_low()
         return captured.outputs
 
-    def _replayed_step(self, buffers: dict[str, torch.Tensor], shape: StaticShape) -> Any:
-        """What the graph records: the static-shape forward and the scaled backward."""
+    def _graph_step(self, buffers: dict[str, torch.Tensor], shape: StaticShape, updates: bool) -> Any:
+        """What a graph records: the static-shape forward, the scaled backward and, at the end of
+        an accumulation window, the update."""
         targets = dict(buffers)
         inputs = BertInputs.from_padded(
             targets.pop("input_ids"), targets.pop("attention_mask"), targets.pop("token_type_ids"),
@@ -168,40 +195,79 @@ class GraphedEngine(LocalEngine):
         )
         with torch.autocast("cuda", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None, cache_enabled=False):
             outputs = self.module(inputs, **targets)
-        (outputs.loss * self.loss_scale).backward()
+        (outputs.loss if self.loss_scale == 1 else outputs.loss * self.loss_scale).backward()
+        self.window.record(outputs.loss)
+        if updates:
+            self._device_update()
+            self._last_grad_norm.copy_(self._grad_norm)
         return outputs
 
-    def _capture(self, host_batch: dict[str, torch.Tensor], shape: StaticShape) -> _Captured:
+    def _capture(self, host_batch: dict[str, torch.Tensor], shape: StaticShape, updates: bool) -> _Captured:
         if len(self.graphs) >= MAX_GRAPHS:
             raise UserError(
-                f"more than {MAX_GRAPHS} distinct batch shapes for CUDA graphs; fix the row length "
-                "(static_seq_len) or train without cuda_graphs"
+                f"more than {MAX_GRAPHS} CUDA graphs (distinct batch shapes, times two with accumulation); "
+                "fix the row length (static_seq_len) or train without cuda_graphs"
             )
-        logger.info("capturing a CUDA graph for batches of %d x %d (MLM rows %s)", shape.rows, shape.seq_len, shape.masked_rows)
-        params = [p for p in self.module.parameters() if p.requires_grad]
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        accumulated = [p.grad.clone() for p in params]  # warmup must not change them
-        buffers = {name: t.to(self.device) for name, t in host_batch.items()}
-        # Warm up on a side stream, as capture requires (lazy init of cuBLAS, autograd and
-        # Triton kernels happens outside the graph).
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(self.warmup_iterations):
-                self._replayed_step(buffers, shape)
-        torch.cuda.current_stream().wait_stream(side)
+        logger.info("capturing a CUDA graph for batches of %d x %d (MLM rows %s, update %s)",
+                    shape.rows, shape.seq_len, shape.masked_rows, updates)
+        with warnings.catch_warnings():
+            # torch's AdamW warns when a capturable optimizer steps outside a capture: these steps
+            # create its state and warm up, and their effects are undone below.
+            warnings.filterwarnings("ignore", message=".*capturable=True.*")
+            self._create_optimizer_state()
+            written = self._tensors_a_step_writes()
+            saved = [t.detach().to("cpu", copy=True) for t in written]
+            buffers = {name: t.to(self.device) for name, t in host_batch.items()}
+            # Warm up on a side stream, as capture requires.
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(self.warmup_iterations):
+                    self._graph_step(buffers, shape, updates)
+            torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
         # thread_local: the DataLoader's pin-memory thread may call CUDA while this thread captures.
         with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-            outputs = self._replayed_step(buffers, shape)
+            outputs = self._graph_step(buffers, shape, updates)
         with torch.no_grad():
-            for p, saved in zip(params, accumulated):
-                p.grad.copy_(saved)
+            for tensor, value in zip(written, saved, strict=True):
+                tensor.copy_(value)
         return _Captured(graph, buffers, outputs)
+
+    def _create_optimizer_state(self) -> None:
+        """Give every parameter a ``.grad`` and its optimizer state before capture (both must exist,
+        and stay, at fixed addresses). The optimizer creates its state on a first step: here one
+        that ``found_inf`` skips, which leaves weights, moments and step counts as they were (LAMB
+        zeroes the gradients of a skipped step: a window's accumulated ones are put back)."""
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        if all(self.optimizer.state.get(p) for p in params):
+            return
+        accumulated = [p.grad.clone() for p in params]
+        self.optimizer.found_inf = torch.ones((), device=self.device)
+        self.optimizer.step()
+        with torch.no_grad():
+            for p, grad in zip(params, accumulated, strict=True):
+                p.grad.copy_(grad)
+
+    def _tensors_a_step_writes(self) -> list[torch.Tensor]:
+        """Everything a step updates in place: weights, gradients, optimizer state, the engine's counters."""
+        state = [v for per_param in self.optimizer.state.values() for v in per_param.values() if torch.is_tensor(v)]
+        grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+        counters = [self.window.poison, self._first_skipped, self._updates, self._last_grad_norm]
+        return [*self.module.parameters(), *self.module.buffers(), *grads, *state, *counters]
+
+    def load_checkpoint(self, directory) -> dict[str, Any]:
+        client_state = super().load_checkpoint(directory)
+        # The loaded optimizer state (and learning rates) are new tensors: graphs recorded
+        # before would update the old ones.
+        learning_rates_on_device(self.optimizer, self.device)
+        self.graphs.clear()
+        return client_state
 
 
 def _require_cuda(device: torch.device) -> None:

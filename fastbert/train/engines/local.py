@@ -32,7 +32,7 @@ class LocalEngine(Engine):
         # What runs the forward: the module itself, or its compiled wrapper (which shares its
         # parameters, so state dicts, checkpoints and exports keep using self.module).
         self.forward_module = torch.compile(self.module, dynamic=True) if config.compile else self.module
-        self.optimizer = build_optimizer(model, config.optim, self.device)
+        self.optimizer = build_optimizer(model, config.optim, self.device, capturable=config.cuda_graphs)
         self.scheduler = build_scheduler(self.optimizer, config.warmup_steps, config.total_steps)
         self.autocast_dtype = torch.bfloat16 if config.use_bf16(self.device.type) else None
         self.window = AccumulationWindow(config.grad_accum_steps, self.device)
@@ -42,14 +42,19 @@ class LocalEngine(Engine):
         # none yet), kept on the device so that no step reads them. float32, as the window's
         # poison is: step numbers are exact up to 2**24.
         self._first_skipped = torch.full((2,), math.inf, device=self.device)
+        self._updates = torch.zeros((), device=self.device)  # the step count, as the device sees it
         self._skips_on_device = _skips_on_found_inf(self.optimizer)
         self._clips_in_step = _is_fused_adam(self.optimizer)
         # On a CPU the word-embedding gradient comes as sparse rows, added into dense buffers
         # kept from step to step (zeroing a resident buffer is cheap; a fresh one page-faults).
         # A GPU zero-fills 47 MB in microseconds, and torch.compile keeps the dense path.
         self._kept_grads: dict[nn.Parameter, KeptGradient] = {}
-        if self.device.type == "cpu" and not config.compile and hasattr(self.module, "sparse_embedding_gradients"):
+        if self._adds_sparse_gradients() and hasattr(self.module, "sparse_embedding_gradients"):
             self._kept_grads = {p: KeptGradient(p) for p in self.module.sparse_embedding_gradients()}
+
+    def _adds_sparse_gradients(self) -> bool:
+        """Whether the word-embedding gradient should arrive as sparse rows (see :class:`KeptGradient`)."""
+        return self.device.type == "cpu" and not self.config.compile
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
@@ -82,6 +87,13 @@ class LocalEngine(Engine):
             self.module.train(was_training)
 
     def _update(self) -> None:
+        self._device_update()
+        self._host_update()
+
+    def _device_update(self) -> None:
+        """Clip, step or skip, zero the gradients: device work only, taking from the host no value
+        that changes between steps (the step number is ``_updates``; a graphed optimizer reads its
+        learning rate from a tensor), so that a CUDA graph can replay it (:class:`GraphedEngine`)."""
         max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else math.inf
         if self._clips_in_step:
             # torch's fused AdamW divides every gradient by ``grad_scale`` as it reads it (AMP's
@@ -102,17 +114,22 @@ class LocalEngine(Engine):
             # The optimizer leaves weights, moments and step count alone when found_inf is 1
             # (the mechanism AMP's grad scaler uses); nothing is read on the host.
             self.optimizer.found_inf = poison.nan_to_num(nan=1.0)
-            # Per cause (the loss; the loss or the norm): this step where poisoned, inf where not.
-            this_step = (torch.stack([self.window.poison, poison]) + math.inf).nan_to_num(nan=self._global_step + 1, posinf=math.inf)
-            self._first_skipped = torch.fmin(self._first_skipped, this_step)
+            # Per cause (the loss; the loss or the norm): this step where poisoned, inf where not
+            # (the step number divided by a bool: by 1, or by 0; one launch fewer than a where).
+            self._updates += 1
+            this_step = self._updates / torch.stack([self.window.poison, poison]).isnan()
+            torch.fmin(self._first_skipped, this_step, out=self._first_skipped)
         else:
             self._check_before_update(poison.isnan())
         self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=self.grads_set_to_none)
+        self.window.reset()
+
+    def _host_update(self) -> None:
+        """What follows :meth:`_device_update` on the host: the schedule, the kept gradients, the count."""
+        self.scheduler.step()
         for kept in self._kept_grads.values():
             kept.clear()
-        self.window.reset()
         self._global_step += 1
 
     def raise_if_diverged(self) -> None:
@@ -130,7 +147,7 @@ class LocalEngine(Engine):
         return None if self._grad_norm is None else float(self._grad_norm)
 
     def get_lr(self) -> float:
-        return self.scheduler.get_last_lr()[0]
+        return float(self.optimizer.param_groups[0]["lr"])  # a tensor when graphed: read at log time only
 
     def save_checkpoint(self, directory: str | os.PathLike, client_state: dict[str, Any]) -> None:
         directory = Path(directory)
@@ -156,6 +173,7 @@ class LocalEngine(Engine):
         self.scheduler.load_state_dict(state["scheduler"])
         self.window.micro_step = state["micro_step"]
         self._global_step = state["global_step"]
+        self._updates.fill_(self._global_step)
         self._grad_norm = None if state["grad_norm"] is None else torch.tensor(state["grad_norm"], device=self.device)
         return state["client_state"]
 
