@@ -306,9 +306,10 @@ def test_every_replay_dispatches_what_capture_recorded_and_the_update_is_inside(
 ):
     """What a CUDA graph assumes of what it recorded, checked on emulated replays: the same ops and
     Triton launches with the same scalar arguments on the same persistent tensors every time and no
-    host read, while the learning rate changes every step and dropout draws fresh masks; clipping
-    and the optimizer inside the graph that closes a window, one replay per micro-batch; and
-    (without dropout, whose draws differ) the training eager training does."""
+    host read, while the learning rate changes every step; dropout's random draws inside the graph
+    (which a replay advances); clipping and the optimizer inside the graph that closes a window,
+    one replay per micro-batch; and (without dropout, whose draws differ) the training eager
+    training does."""
     monkeypatch.setenv("FASTBERT_KERNELS", kernels)  # triton: through the interpreter here
     emulated_cuda_graphs.trace = True
     steps = 6
@@ -337,6 +338,8 @@ def test_every_replay_dispatches_what_capture_recorded_and_the_update_is_inside(
         assert set(host_reads) <= CPU_ONLY_READS, host_reads
         names = {name for name, _ in ops}
         assert any(name.startswith("triton.") for name in names) == (kernels == "triton")
+        draws = {"torch": "aten.native_dropout", "triton": "aten.randint"}[kernels]  # a mask; the kernels' seeds
+        assert any(name.startswith(draws) for name in names) == bool(dropout)
         update_ops = {name for name in names if name.startswith((UPDATE_OPS[optimizer], CLIP_OP))}
         assert bool(update_ops) == updates and (not updates or len({op.rsplit(".", 1)[0] for op in update_ops}) == 2), update_ops
 
