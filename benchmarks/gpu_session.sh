@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Everything a short GPU loan should run, in one call (under 9 minutes on one H100):
-#   benchmarks/gpu_session.sh [OUT_DIR]
+# Everything a short GPU loan should run, in one call (about 8 minutes on one H100):
+#   bash benchmarks/gpu_data.sh                 (here, first: the packed case's real shards)
+#   benchmarks/gpu_session.sh [OUT_DIR]         (on the device, carrying benchmarks/.data)
 # 1. the CUDA correctness checks (`pytest -m gpu tests`: kernels against fp64, bitwise
-#    repeats, dropout replay, model parity, CUDA-graph training against eager) -> OUT/gpu_tests.log
+#    repeats, atomic gradient sums, dropout replay, model parity, CUDA-graph training (update
+#    inside the graph, AdamW and LAMB, non-finite skip) against eager) -> OUT/gpu_tests.log
 # 2. the benchmark suite (benchmarks/gpu_suite.sh), whose summary table is printed last.
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"
-echo "=== gpu tests (limit 150s)"
-timeout 150 "$PYTHON" -m pytest -q -m gpu tests -p no:cacheprovider >"$OUT/gpu_tests.log" 2>&1
+echo "=== gpu tests (limit 120s)"
+timeout 120 "$PYTHON" -m pytest -q -m gpu tests -p no:cacheprovider >"$OUT/gpu_tests.log" 2>&1
 echo "gpu tests exit $? ($(tail -n 1 "$OUT/gpu_tests.log"))"
 grep -E "^(FAILED|ERROR)" "$OUT/gpu_tests.log" | head -n 20
 bash benchmarks/gpu_suite.sh "$OUT"

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The GPU benchmark suite in one call, under 6 minutes on one H100:
+# The GPU benchmark suite in one call, about 6 minutes on one H100:
 #   benchmarks/gpu_suite.sh [OUT_DIR]        (default benchmarks/results/<date>-gpu)
 # Sections: `fastbert bench --suite gpu` (measured ceilings: copy GB/s and bf16 matmul
-# FLOP/s; pretraining steps BERT-base s128 at batch 32 and 128, BERT-base and -large s512,
-# each as fastbert, fastbert on CUDA graphs, fastbert's torch ops, torch.compile of those
-# (base b32 only) and transformers; attention backends; the CoLA-shaped fine-tuning
-# step), then the fused kernels
-# (bench_kernels.py). A failing section is reported and the others still run; the
-# summary table is printed last. Works without deepspeed and flash-attn.
+# FLOP/s; pretraining steps of BERT-base s128 at batch 32, 128 and 256 and of BERT-large on
+# real pairs packed into 16 rows of 512 tokens (shards from benchmarks/gpu_data.sh, carried
+# along), each as fastbert, fastbert on CUDA graphs, fastbert's torch ops and transformers
+# sdpa, plus torch.compile of fastbert's torch ops and of transformers at batch 128; attention
+# backends; the CoLA-shaped fine-tuning step), then the fused kernels (bench_kernels.py).
+# A failing section is reported and the others still run. Printed last: the summary table
+# (samples/s, real tokens/s, MFU against the measured matmul rate, peak memory, speedups),
+# the kernels, and the op counts per training step (counted on a CPU, deterministic: the
+# newest committed benchmarks/results/*-step-ops.md). Works without deepspeed and flash-attn.
+# tests/train/test_gpu_suite_dry_run.py runs every training-step case on the CPU, shrunk.
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"
 "$PYTHON" - <<'PY' || echo "!!! environment check failed"
@@ -29,10 +33,14 @@ section() {  # section NAME SECONDS COMMAND...: run with a time limit; report fa
 [[ -f benchmarks/results/history.jsonl ]] && cp benchmarks/results/history.jsonl "$OUT/history.jsonl"
 # Training steps first (the headline), then the kernels, then the report once more so it
 # includes the kernel table and its summary is the last thing printed.
-section suites 250 "$PYTHON" -m fastbert.bench --suite gpu --out "$OUT" --history "$OUT/history.jsonl" --time-budget 225
-section kernels 100 bash -c '"$0" benchmarks/bench_kernels.py --out "$1" --reps 30 --warmup 5 >"$1/bench_kernels.log" 2>&1' \
+[[ -f benchmarks/.data/wiki-s512/metadata.json ]] || echo "!!! no benchmarks/.data/wiki-s512: the packed case will skip (run benchmarks/gpu_data.sh where ../shared is)"
+section suites 290 "$PYTHON" -m fastbert.bench --suite gpu --out "$OUT" --history "$OUT/history.jsonl" --time-budget 270
+# Against torch eager only: compiling a baseline per op would not fit the minute.
+section kernels 60 bash -c '"$0" benchmarks/bench_kernels.py --out "$1" --reps 30 --warmup 5 --no-compile >"$1/bench_kernels.log" 2>&1' \
     "$PYTHON" "$OUT"
 tail -n 2 "$OUT/bench_kernels.log" 2>/dev/null
+step_ops=$(ls benchmarks/results/*-step-ops.md 2>/dev/null | sort | tail -n 1)
+[[ -n "$step_ops" ]] && cp "$step_ops" "$OUT/step_ops.md"  # the summary prints it after the kernels
 echo "=== summary"
 if [[ -f "$OUT/bench-gpu.json" ]]; then
     "$PYTHON" -m fastbert.bench --from-json "$OUT/bench-gpu.json" --out "$OUT" --history "$OUT/history.jsonl"

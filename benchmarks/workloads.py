@@ -9,7 +9,9 @@ the same fused ``torch.optim.AdamW`` (transformers' Trainer default with torch >
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -21,6 +23,10 @@ CLS, SEP, MASK = 101, 102, 103
 FIRST_WORD_ID = 1000  # ids below are [PAD], [unused*] and specials in BERT's vocabulary
 FASTBERT_CLASSES = {"pretraining": BertForPreTraining, "classification": BertForSequenceClassification}
 ADAMW = dict(lr=1e-4, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, fused=True)
+PACKED_DATA = Path(os.environ.get("FASTBERT_BENCH_PACKED_DATA", Path(__file__).parent / ".data" / "wiki-s512"))
+"""Prepared pretraining shards for the packed cases (made by benchmarks/gpu_data.sh; never committed)."""
+COMPILE_BACKEND = "inductor"
+"""torch.compile's backend for the compiled baselines (the CPU dry run of the GPU suite swaps in "eager")."""
 
 
 @dataclass(eq=False)
@@ -103,6 +109,31 @@ def pretraining_batches(
     return batches
 
 
+def packed_pretraining_batches(directory: Path, count: int, rows: int, row_len: int, seed: int = 0) -> list[TwinBatch]:
+    """``count`` batches of real prepared pairs, each the sequences that fill ``rows`` rows of
+    ``row_len`` tokens as fastbert's :class:`PackedBatchSampler` packs them (best fit), masked by
+    its collator. fastbert reads a batch flat, several sequences to a row's worth of tokens, its
+    attention keeping them apart; transformers gets the same sequences one to a row, padded to
+    the longest (its sdpa path has no packing)."""
+    from fastbert.data.collator import PackedBatchSampler, PretrainingCollator, to_padded
+    from fastbert.data.dataset import PretrainingDataset
+    from fastbert.tokenizer import load_tokenizer
+
+    if not (Path(directory) / "metadata.json").is_file():
+        raise FileNotFoundError(f"{directory}: no prepared shards (bash benchmarks/gpu_data.sh writes them)")
+    dataset = PretrainingDataset(directory)
+    collator = PretrainingCollator.from_tokenizer(load_tokenizer(dataset.tokenizer_dir), seed=seed)
+    sampler = PackedBatchSampler(dataset.sequence_lengths(), row_len, rows, seed, drop_last=True)
+    batches = []
+    for indices in list(sampler)[:count]:
+        flat = collator([dataset[i] for i in indices])
+        padded = to_padded(flat, dataset.pad_id)
+        batches.append(TwinBatch(flat, padded, flat.num_tokens, flat.num_sequences, len(flat.inputs.mlm_positions)))
+    if len(batches) < count:
+        raise ValueError(f"{directory}: {len(batches)} batches of {rows} x {row_len} tokens, {count} needed")
+    return batches
+
+
 def classification_batches(
     count: int, batch_size: int, min_len: int, max_len: int, num_labels: int = 2,
     vocab_size: int = 30522, seed: int = 0,
@@ -124,6 +155,8 @@ GRAPHED = "fastbert-graphs"
 """fastbert with forward, backward and update replayed from one CUDA graph per step (``cuda_graphs: true``); CUDA only."""
 COMPILED = "fastbert-torch-compile"
 """torch.compile (inductor) of fastbert's torch reference ops, on the graphed variant's static batches."""
+TRANSFORMERS_COMPILED = "transformers-sdpa-compile"
+"""torch.compile (inductor) of transformers' model, on batches padded to the case's full length."""
 
 
 def save_initial_weights(task: str, config: BertConfig, directory: str) -> None:
@@ -200,7 +233,7 @@ def compiled_train_step(model: torch.nn.Module, autocast_dtype: torch.dtype | No
     so one compilation serves every batch."""
     from fastbert.train.engines.graphed import static_batch
 
-    compiled = torch.compile(model)
+    compiled = torch.compile(model, backend=COMPILE_BACKEND)
     optimizer = torch.optim.AdamW(model.parameters(), **ADAMW)
     device = next(model.parameters()).device
 
@@ -211,6 +244,29 @@ def compiled_train_step(model: torch.nn.Module, autocast_dtype: torch.dtype | No
         inputs = BertInputs.from_padded(ids, mask, types, keep_padding=True, masked_capacity=shape.masked_rows)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             loss = compiled(inputs, **targets).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def compiled_transformers_step(model: torch.nn.Module, autocast_dtype: torch.dtype | None, seq_len: int) -> Callable[[TwinBatch], None]:
+    """:func:`train_step` through ``torch.compile`` of transformers' model, each batch padded to
+    ``seq_len`` columns (padding on the host, inside the timed step) so that one compilation
+    serves every batch."""
+    compiled = torch.compile(model, backend=COMPILE_BACKEND)
+    optimizer = torch.optim.AdamW(model.parameters(), **ADAMW)
+    device = next(model.parameters()).device
+
+    def step(batch: TwinBatch) -> None:
+        kwargs = {}
+        for name, value in batch.padded.items():
+            if value.dim() == 2:  # per token: ids, mask, token types, MLM labels
+                value = torch.nn.functional.pad(value, (0, seq_len - value.shape[1]), value=IGNORE_INDEX if name == "labels" else 0)
+            kwargs[name] = value.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            loss = compiled(**kwargs).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
 HISTORY = BENCHMARKS / "results" / "history.jsonl"
 SUITES = {"cpu": ("cpu",), "gpu": ("gpu",), "all": ("cpu", "gpu")}
-FILE_TIMEOUT_S = {"cpu": 900, "gpu": 200}
+FILE_TIMEOUT_S = {"cpu": 900, "gpu": 260}
 STEP_OPS_TIMEOUT_S = 600
 # Ceilings first (every rate is divided by them), then the headline training steps, so a
 # spent time budget cuts the least important sections.
@@ -445,18 +445,23 @@ def _change_lines(changes: list[Change]) -> list[str]:
 
 
 def summary_table(results: dict, failures: list[str], changes: list[Change] | None) -> str:
-    """Plain-text summary printed last: one line per benchmark, then failures and regressions."""
+    """Plain-text summary printed last: one line per benchmark (median, sequences/s, real tokens/s,
+    MFU against the measured matmul rate, peak memory, speedup), the ceilings, then failures and
+    regressions."""
     all_rows = rows(results)
     if not all_rows:
         return "no benchmark ran (every case skipped or failed; see the logs beside the report)"
-    lines = [f"{'benchmark':<44} {'impl':<22} {'median':>10} {'tok/s':>10} {'speedup':>8}"]
+    limits = ceilings(all_rows)
+    lines = [f"{'benchmark':<36} {'impl':<26} {'median':>9} {'seq/s':>8} {'tok/s':>8} {'MFU':>6} {'peak mem':>9} {'speedup':>8}"]
     for name, group in grouped(all_rows).items():
         ratios = speedups(group)
         for r in group:
+            flops = r.rate("flops")
+            mfu = f"{flops / limits['matmul']:.1%}" if flops and "matmul" in limits and not r.info.get("ceiling") else "–"
+            mem = r.info.get("peak_memory_bytes")
             ratio = f"{ratios[r.impl]:.2f}x" if r.impl in ratios else ""
-            lines.append(f"{name[:44]:<44} {r.impl[:22]:<22} {_seconds(r.median):>10} "
-                         f"{_si(r.rate('real_tokens'), ''):>10} {ratio:>8}")
-    limits = ceilings(all_rows)
+            lines.append(f"{name[:36]:<36} {r.impl[:26]:<26} {_seconds(r.median):>9} {_si(r.rate('sequences'), ''):>8} "
+                         f"{_si(r.rate('real_tokens'), ''):>8} {mfu:>6} {_si(mem, 'B') if mem else '–':>9} {ratio:>8}")
     lines += [f"ceiling {kind}: {_si(rate, 'FLOP/s' if kind == 'matmul' else 'B/s')}" for kind, rate in limits.items()]
     lines += [f"FAILED {f}" for f in failures]
     lines += [f"REGRESSION {c.fullname}: {c.relative:+.1%}" for c in changes or [] if c.regressed]

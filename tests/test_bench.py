@@ -62,6 +62,22 @@ def test_report_has_ratios_rates_mfu_and_plots(tmp_path: Path):
     assert (out / "throughput.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def test_summary_printed_last_has_samples_tokens_mfu_and_peak_memory(tmp_path: Path, capsys):
+    data = results()
+    data["benchmarks"][1]["extra_info"]["peak_memory_bytes"] = 3.5e9
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "step_ops.md").write_text("| preset | implementation | launches per step |\n| base | fastbert | 321 |\n")
+    source = write(tmp_path / "run.json", data)
+    assert bench.main(["--from-json", str(source), "--out", str(tmp_path / "out"), "--history", str(tmp_path / "h.jsonl")]) == 0
+    printed = capsys.readouterr().out
+    header = next(line for line in printed.splitlines() if line.startswith("benchmark"))
+    assert header.split()[2:] == ["median", "seq/s", "tok/s", "MFU", "peak", "mem", "speedup"]
+    row = next(line for line in printed.splitlines() if line.startswith("pretrain mini") and " fastbert " in line)
+    # 32 sequences and 3000 real tokens a 1 s step, 6e12 FLOP of a measured 1e15 FLOP/s, 3.5 GB at peak.
+    assert row.split()[3:] == ["1", "s", "32", "3", "k", "0.6%", "3.5", "GB"], row
+    assert printed.index("ceiling matmul") < printed.index("| base | fastbert | 321 |")  # the op counts come after
+
+
 def test_compare_names_only_regressions_beyond_threshold():
     previous = results(step_fastbert=1.0, step_hf=2.5, attention=0.02)
     current = results(step_fastbert=1.3, step_hf=2.6, attention=0.01)
