@@ -112,9 +112,9 @@ def pretraining_batches(
 def packed_pretraining_batches(directory: Path, count: int, rows: int, row_len: int, seed: int = 0) -> list[TwinBatch]:
     """``count`` batches of real prepared pairs, each the sequences that fill ``rows`` rows of
     ``row_len`` tokens as fastbert's :class:`PackedBatchSampler` packs them (best fit), masked by
-    its collator. fastbert reads a batch flat, several sequences to a row's worth of tokens, its
-    attention keeping them apart; transformers gets the same sequences one to a row, padded to
-    the longest (its sdpa path has no packing)."""
+    its collator. fastbert reads a batch flat (its attention keeps the sequences apart, so a
+    row's worth of tokens may hold several); transformers gets the same sequences one to a row,
+    padded to the longest (its sdpa path has no packing)."""
     from fastbert.data.collator import PackedBatchSampler, PretrainingCollator, to_padded
     from fastbert.data.dataset import PretrainingDataset
     from fastbert.tokenizer import load_tokenizer

@@ -55,7 +55,8 @@ from .optim import learning_rates_on_device
 logger = logging.getLogger(__name__)
 
 MAX_GRAPHS = 8
-"""Graphs captured before the engine refuses: distinct batch shapes, two each with accumulation (each graph holds its own activations)."""
+"""Graphs captured before the engine refuses: a batch shape has one, two with accumulation (each
+graph holds its own activations)."""
 SEQ_LEN_MULTIPLE = 64
 """Without a fixed row length, rows are padded to the longest sequence rounded up to this."""
 MASKED_FRACTION_CAPACITY = 0.2
