@@ -7,6 +7,7 @@ import contextlib
 import math
 import os
 import sys
+from collections import Counter
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -184,6 +185,26 @@ def _fastbert_caller() -> str:
     return frame.f_code.co_name if frame is not None else "outside fastbert"
 
 
+class DeviceWorkBesideReplays(TorchDispatchMode):
+    """Counts, by op, what a step dispatches on the persistent tensors (those a GPU holds: input
+    buffers, learning rates, weights, optimizer state) outside graph replays: what the host still
+    launches per step."""
+
+    def __init__(self, emulation):
+        super().__init__()
+        self.emulation = emulation
+        self.ops: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not self.emulation.replaying and any(
+            torch.is_tensor(t) and t.untyped_storage().data_ptr() in self.emulation.persistent
+            for t in pytree.tree_leaves((args, kwargs))
+        ):
+            self.ops[str(func).rsplit(".", 1)[0]] += 1
+        return func(*args, **kwargs)
+
+
 @pytest.fixture
 def emulated_cuda_graphs(monkeypatch):
     """CUDA-graph semantics on a CPU, for the engine and loop plumbing around them: capture
@@ -210,7 +231,7 @@ def emulated_cuda_graphs(monkeypatch):
     monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
     monkeypatch.setattr(torch.cuda, "graph", lambda graph, pool=None, capture_error_mode="global": contextlib.nullcontext())
     monkeypatch.setattr(graphed, "_require_cuda", lambda device: None)
-    emulation = SimpleNamespace(trace=False, traces={}, active=None)
+    emulation = SimpleNamespace(trace=False, traces={}, active=None, replaying=False, persistent={})
     _trace_triton_launches(monkeypatch, emulation)
     capture = graphed.GraphedEngine._capture
 
@@ -218,13 +239,14 @@ def emulated_cuda_graphs(monkeypatch):
         captured = capture(self, host_batch, shape, updates)
         persistent = [*self._tensors_a_step_writes(), *captured.inputs.values(), *(g["lr"] for g in self.optimizer.param_groups if torch.is_tensor(g["lr"]))]
         storages = {t.untyped_storage().data_ptr(): i for i, t in enumerate(persistent)}
+        emulation.persistent.update(storages)
         replays = emulation.traces.setdefault((shape.rows, shape.seq_len, shape.masked_rows, updates), [])
 
         def body():
             with ReplayTrace(storages) if emulation.trace else contextlib.nullcontext() as trace:
-                emulation.active = trace
+                emulation.active, emulation.replaying = trace, True
                 fresh = self._graph_step(captured.inputs, shape, updates)
-                emulation.active = None
+                emulation.active, emulation.replaying = None, False
             if trace is not None:
                 replays.append((trace.ops, trace.host_reads))
             with torch.no_grad():
@@ -315,9 +337,12 @@ def test_every_replay_dispatches_what_capture_recorded_and_the_update_is_inside(
     steps = 6
     graphed, eager = graphed_and_eager(optimizer, accumulation, steps, dropout=dropout)
     batches = [flat_batch([9, 4, 12, 6 - s % 3], seed=s) for s in range(steps * accumulation)]
-    learning_rates = set()
+    learning_rates, beside_replays = set(), []
     for batch in batches:
-        graphed_loss = float(graphed.train_step(batch).loss.detach())
+        with DeviceWorkBesideReplays(emulated_cuda_graphs) as beside:
+            outputs = graphed.train_step(batch)
+        beside_replays.append(beside.ops)
+        graphed_loss = float(outputs.loss.detach())
         eager_loss = float(eager.train_step(batch).loss.detach())
         if not dropout:
             assert graphed_loss == pytest.approx(eager_loss, rel=1e-4)
@@ -332,6 +357,12 @@ def test_every_replay_dispatches_what_capture_recorded_and_the_update_is_inside(
     kinds = {key[-1]: replays for key, replays in emulated_cuda_graphs.traces.items()}
     assert sorted(kinds) == ([False, True] if accumulation > 1 else [True])  # one graph per kind, one shape
     assert sum(map(len, kinds.values())) == len(batches)  # one replay per micro-batch
+    # Once captured, the host adds per micro-batch the copies of the batch's five tensors into
+    # the graph's buffers and, per update, the schedule's fills of the two learning rates (and
+    # LambdaLR's copies of them).
+    schedule = Counter({"aten.fill_": 2, "aten.clone": 2})
+    for micro_step, ops in enumerate(beside_replays[accumulation:], start=accumulation + 1):
+        assert ops == Counter({"aten.copy_": 5}) + (schedule if micro_step % accumulation == 0 else Counter()), ops
     assert_replays_repeat_their_capture(emulated_cuda_graphs.traces)
     for updates, replays in kinds.items():
         ops, host_reads = replays[0]
