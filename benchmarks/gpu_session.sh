@@ -8,8 +8,8 @@
 # 2. the benchmark suite (benchmarks/gpu_suite.sh), whose summary table is printed last.
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"
-echo "=== gpu tests (limit 120s)"
-timeout 120 "$PYTHON" -m pytest -q -m gpu tests -p no:cacheprovider >"$OUT/gpu_tests.log" 2>&1
+echo "=== gpu tests (limit 110s)"
+timeout 110 "$PYTHON" -m pytest -q -m gpu tests -p no:cacheprovider >"$OUT/gpu_tests.log" 2>&1
 echo "gpu tests exit $? ($(tail -n 1 "$OUT/gpu_tests.log"))"
 grep -E "^(FAILED|ERROR)" "$OUT/gpu_tests.log" | head -n 20
 bash benchmarks/gpu_suite.sh "$OUT"

@@ -34,7 +34,7 @@ section() {  # section NAME SECONDS COMMAND...: run with a time limit; report fa
 # Training steps first (the headline), then the kernels, then the report once more so it
 # includes the kernel table and its summary is the last thing printed.
 [[ -f benchmarks/.data/wiki-s512/metadata.json ]] || echo "!!! no benchmarks/.data/wiki-s512: the packed case will skip (run benchmarks/gpu_data.sh where ../shared is)"
-section suites 290 "$PYTHON" -m fastbert.bench --suite gpu --out "$OUT" --history "$OUT/history.jsonl" --time-budget 270
+section suites 280 "$PYTHON" -m fastbert.bench --suite gpu --out "$OUT" --history "$OUT/history.jsonl" --time-budget 260
 # Against torch eager only: compiling a baseline per op would not fit the minute.
 section kernels 60 bash -c '"$0" benchmarks/bench_kernels.py --out "$1" --reps 30 --warmup 5 --no-compile >"$1/bench_kernels.log" 2>&1' \
     "$PYTHON" "$OUT"
