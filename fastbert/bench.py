@@ -378,6 +378,13 @@ def kernel_lines(out: Path) -> list[str]:
     return lines
 
 
+def _mfu(row: Row, limits: dict[str, float]) -> str:
+    """The row's FLOP rate as a fraction of the measured matmul rate ("–" without one; a ceiling
+    is not quoted as a fraction of itself)."""
+    flops = row.rate("flops")
+    return f"{flops / limits['matmul']:.1%}" if flops and "matmul" in limits and not row.info.get("ceiling") else "–"
+
+
 def render_report(results: dict, command: str, failures: list[str], changes: list[Change] | None,
                   threshold: float, plots: list[Path], kernels: list[str], op_counts: list[str] = ()) -> str:
     all_rows = rows(results)
@@ -408,9 +415,8 @@ def render_report(results: dict, command: str, failures: list[str], changes: lis
                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in group:
             flops = r.rate("flops")
-            # A ceiling is not quoted as a fraction of itself.
-            relative = not r.info.get("ceiling")
-            mfu = f"{flops / limits['matmul']:.1%}" if flops and "matmul" in limits and relative else "–"
+            relative = not r.info.get("ceiling")  # a ceiling is not quoted as a fraction of itself
+            mfu = _mfu(r, limits)
             gbps = r.rate("bytes")
             bw = _si(gbps, "B/s") + (f" ({gbps / limits['copy']:.0%})" if gbps and "copy" in limits and relative else "")
             mem = r.info.get("peak_memory_bytes")
@@ -456,8 +462,7 @@ def summary_table(results: dict, failures: list[str], changes: list[Change] | No
     for name, group in grouped(all_rows).items():
         ratios = speedups(group)
         for r in group:
-            flops = r.rate("flops")
-            mfu = f"{flops / limits['matmul']:.1%}" if flops and "matmul" in limits and not r.info.get("ceiling") else "–"
+            mfu = _mfu(r, limits)
             mem = r.info.get("peak_memory_bytes")
             ratio = f"{ratios[r.impl]:.2f}x" if r.impl in ratios else ""
             lines.append(f"{name[:36]:<36} {r.impl[:26]:<26} {_seconds(r.median):>9} {_si(r.rate('sequences'), ''):>8} "

@@ -160,7 +160,6 @@ class GraphedEngine(LocalEngine):
             raise UserError(f"CUDA graphs need an optimizer that skips a non-finite step on the device; {type(self.optimizer).__name__} does not")
         self.rows, self.seq_len = config.micro_batch_size, config.static_seq_len
         self.pad_id = getattr(getattr(model, "config", None), "pad_token_id", 0) or 0
-        self.loss_scale = 1.0 / config.grad_accum_steps
         self.graphs: dict[tuple, _Captured] = {}
         self.pool = None
         # Where every update graph leaves its gradient norm (a graph's own outputs may be
@@ -196,7 +195,7 @@ class GraphedEngine(LocalEngine):
         )
         with torch.autocast("cuda", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None, cache_enabled=False):
             outputs = self.module(inputs, **targets)
-        (outputs.loss if self.loss_scale == 1 else outputs.loss * self.loss_scale).backward()
+        self._backward(outputs.loss)
         self.window.record(outputs.loss)
         if updates:
             self._device_update()

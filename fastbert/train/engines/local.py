@@ -63,10 +63,13 @@ class LocalEngine(Engine):
         batch = batch.to(self.device, non_blocking=self.device.type == "cuda")
         with self._autocast():
             outputs = self.forward_module(batch.inputs, **batch.targets)
+        self._backward(outputs.loss)
+        return outputs
+
+    def _backward(self, loss: torch.Tensor) -> None:
         # The engine owns accumulation: each micro-batch contributes 1/N of the window's gradient.
         steps = self.config.grad_accum_steps
-        (outputs.loss if steps == 1 else outputs.loss / steps).backward()  # a division is two launches
-        return outputs
+        (loss if steps == 1 else loss / steps).backward()  # a division is two launches
 
     def train_step(self, batch: Batch) -> Any:
         outputs = self.forward_backward(batch)
