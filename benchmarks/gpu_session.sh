@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything a short GPU loan should run, in one call (about 8 minutes on one H100):
+# Everything a short GPU loan should run, in one call (limits add up to about 7.5 minutes):
 #   bash benchmarks/gpu_data.sh                 (here, first: the packed case's real shards)
 #   benchmarks/gpu_session.sh [OUT_DIR]         (on the device, carrying benchmarks/.data)
 # 1. the CUDA correctness checks (`pytest -m gpu tests`: kernels against fp64, bitwise

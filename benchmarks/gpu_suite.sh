@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benchmark suite in one call, about 6 minutes on one H100:
+# The GPU benchmark suite in one call (its limits add up to about 6.5 minutes):
 #   benchmarks/gpu_suite.sh [OUT_DIR]        (default benchmarks/results/<date>-gpu)
 # Sections: `fastbert bench --suite gpu` (measured ceilings: copy GB/s and bf16 matmul
 # FLOP/s; pretraining steps of BERT-base s128 at batch 32, 128 and 256 and of BERT-large on
