@@ -177,6 +177,9 @@ def per_layer_and_step(impl: str, preset: str, scratch: Path) -> dict:
     layer_ops = two.ops.copy()
     layer_ops.subtract(one.ops)
     row["layer_ops"] = dict(sorted(((k, v) for k, v in layer_ops.items() if v), key=lambda kv: -kv[1]))
+    fixed_ops = one.ops.copy()
+    fixed_ops.subtract(layer_ops)  # once a step whatever the depth: embeddings, heads, losses, the update
+    row["fixed_ops"] = dict(sorted(((k, v) for k, v in fixed_ops.items() if v), key=lambda kv: -kv[1]))
     row["triton_per_layer"] = sum(v for k, v in layer_ops.items() if not k.startswith("aten."))
     return row
 

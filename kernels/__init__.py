@@ -1,4 +1,4 @@
-"""fastbert.kernels: the fused ops BERT's encoder calls, and nothing else.
+"""fastbert.kernels: the fused ops BERT's encoder and its training step call, and nothing else.
 
 Each op has one public function here; it dispatches to a Triton kernel or to the torch
 reference in :mod:`fastbert.kernels.reference` (see :mod:`fastbert.kernels.backend`).
@@ -14,7 +14,7 @@ from .backend import BACKENDS, ENV_VAR, auto_backend, requested_backend, resolve
 from .dropout import dropout
 
 __all__ = [
-    "embedding_layer_norm", "bias_gelu", "layer_norm", "dropout", "grad_sums_block",
+    "embedding_layer_norm", "bias_gelu", "layer_norm", "dropout", "grad_sums_block", "update_verdict",
     "implementation", "auto_backend", "requested_backend", "resolve_backend", "BACKENDS", "ENV_VAR",
 ]
 
@@ -45,13 +45,16 @@ def embedding_layer_norm(
     dropout_p: float = 0.0,
     *,
     seed: torch.Tensor | None = None,
+    grad_sums: torch.Tensor | None = None,
     backend: str | None = None,
 ) -> torch.Tensor:
     """dropout(LayerNorm(word[ids] + token_type[tt] + position[pos])); ids of any shape.
-    ``seed``: the Triton kernel's dropout seed (one int64 on the device), else drawn per call."""
+    ``seed``: the Triton kernel's dropout seed (one int64 on the device), else drawn per call.
+    ``grad_sums``: as for :func:`layer_norm`; the weight, bias and token-type table gradients
+    ((2 + token types) times the hidden size)."""
     return implementation(word_embeddings.device, backend).embedding_layer_norm(
         input_ids, token_type_ids, position_ids, word_embeddings, token_type_embeddings,
-        position_embeddings, weight, bias, eps, dropout_p, seed,
+        position_embeddings, weight, bias, eps, dropout_p, seed, grad_sums,
     )
 
 
@@ -88,6 +91,28 @@ def grad_sums_block(numel: int, device: torch.device, *, backend: str | None = N
     """One forward's zero-filled buffer for the Triton ops' ``grad_sums`` (one launch), or
     None where the backend does not use one (torch) or reductions must be deterministic."""
     return implementation(device, backend).grad_sums_block(numel, device)
+
+
+def update_verdict(
+    norms: torch.Tensor,
+    window_poison: torch.Tensor,
+    updates: torch.Tensor,
+    first_skipped: torch.Tensor,
+    max_norm: float,
+    *,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What an optimizer update needs from its gradient norms, computed on the device without
+    a host read: ``(total_norm, grad_scale, found_inf)``, 0-dim fp32 tensors.
+
+    ``norms``: the per-tensor gradient norms (or the one total norm); ``total_norm`` is their
+    2-norm; ``grad_scale`` = max(1, (total_norm + 1e-6) / max_norm), the divisor that clips
+    them as ``clip_grad_norm_`` would (1 for ``max_norm`` inf); ``found_inf`` 1 when
+    ``window_poison`` (0, or NaN after a non-finite loss) or the norm is non-finite, else 0.
+    In place: ``updates`` (the step count) goes up by one; ``first_skipped`` (first step
+    skipped for a non-finite loss, for either cause; inf for none) takes this step where it
+    applies; ``window_poison`` is consumed (zeroed) for the next window."""
+    return implementation(norms.device, backend).update_verdict(norms, window_poison, updates, first_skipped, max_norm)
 
 
 def _hand_over_to_installed_kernels() -> None:

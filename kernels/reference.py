@@ -26,9 +26,11 @@ def embedding_layer_norm(
     eps: float,
     dropout_p: float = 0.0,
     seed: torch.Tensor | None = None,
+    grad_sums: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """dropout(LayerNorm(word[ids] + token_type[tt] + position[pos])) for ids of any shape.
-    ``seed`` is the Triton kernels' (see :func:`dropout_seeds`); here torch's generator draws the mask."""
+    ``seed`` and ``grad_sums`` are the Triton kernels' (see :func:`dropout_seeds`); here torch's
+    generator draws the mask and autograd makes the parameters' gradients."""
     summed = (
         F.embedding(input_ids, word_embeddings)
         + F.embedding(token_type_ids, token_type_embeddings)
@@ -79,3 +81,27 @@ def grad_sums_block(numel: int, device: torch.device) -> None:
     """The Triton ops' backward kernels add parameter gradients into one buffer per forward;
     here autograd makes each gradient, so there is nothing to allocate."""
     return None
+
+
+def update_verdict(
+    norms: torch.Tensor,
+    window_poison: torch.Tensor,
+    updates: torch.Tensor,
+    first_skipped: torch.Tensor,
+    max_norm: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """See :func:`fastbert.kernels.update_verdict`: here a dozen one-element torch ops."""
+    total = torch.linalg.vector_norm(norms, 2.0)
+    # The inverse of clip_grad_norm_'s factor min(1, max_norm / (norm + 1e-6)).
+    scale = ((total + 1e-6) / max_norm).clamp_(min=1.0)
+    # 0 when the window's losses and the norm were all finite, NaN otherwise: ``x * 0`` is NaN
+    # exactly for a NaN or infinite x, and NaN stays NaN under addition.
+    poison = window_poison + total * 0
+    found_inf = poison.nan_to_num(nan=1.0)
+    updates += 1
+    # Per cause (the loss; the loss or the norm): this step where poisoned, inf where not
+    # (the step number divided by a bool: by 1, or by 0; one launch fewer than a where).
+    this_step = updates / torch.stack([window_poison, poison]).isnan()
+    torch.fmin(first_skipped, this_step, out=first_skipped)
+    window_poison.zero_()
+    return total, scale, found_inf

@@ -12,6 +12,10 @@ token-type gradient (a handful of rows, where atomics would all collide) per pro
 registers. Under ``torch.use_deterministic_algorithms(True)``, or with more than
 ``MAX_SCATTER_TYPES`` token types, it writes the per-token gradient instead and torch's
 deterministic embedding backward scatters it into each table.
+
+The per-program sums (LayerNorm weight and bias, token-type rows) are reduced by one torch
+launch, or, given a caller's zero-filled ``grad_sums`` buffer, added into it with atomics
+(see :mod:`._utils`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import triton
 import triton.language as tl
 
 from ._utils import (
+    check_grad_sums,
     check_vector,
     dropout_keep,
     dropout_seed,
@@ -31,6 +36,8 @@ from ._utils import (
     persistent_programs,
     rounded_to,
     row_block,
+    store_column_sums,
+    take_grad_sums,
     tile_offsets,
     tile_rows,
 )
@@ -72,9 +79,9 @@ def _embedding_layer_norm_fwd_kernel(
 @triton.jit
 def _embedding_layer_norm_bwd_kernel(
     dy_ptr, ids_ptr, tt_ptr, pos_ptr, word_ptr, tt_emb_ptr, pos_emb_ptr, w_ptr, mean_ptr, rstd_ptr,
-    dsum_ptr, dword_ptr, dpos_ptr, dtt_partial_ptr, dw_partial_ptr, db_partial_ptr,
+    dsum_ptr, dword_ptr, dpos_ptr, sums_ptr,
     n_rows, n_cols, n_types, dropout_p, dropout_scale, seed_ptr,
-    HAS_DROPOUT: tl.constexpr, SCATTER_TABLES: tl.constexpr, BLOCK_T: tl.constexpr,
+    HAS_DROPOUT: tl.constexpr, SCATTER_TABLES: tl.constexpr, ATOMIC_SUMS: tl.constexpr, BLOCK_T: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -107,12 +114,14 @@ def _embedding_layer_norm_bwd_kernel(
             dtt += tl.sum(one_hot[:, :, None] * dsum[:, None, :], axis=0)
         else:
             tl.store(dsum_ptr + offsets, dsum, mask=mask)
-    partial = pid * n_cols + cols
-    tl.store(dw_partial_ptr + partial, dw, mask=col_mask)
-    tl.store(db_partial_ptr + partial, db, mask=col_mask)
+    # Sum j (0: weight, 1: bias, 2 + t: token type t) is row j of the caller's [2 + n_types, H]
+    # grad_sums (ATOMIC_SUMS), or a [programs, H] block of partials at sums_ptr + j * stride.
+    stride = n_cols if ATOMIC_SUMS else tl.num_programs(0) * n_cols
+    store_column_sums(sums_ptr, pid, n_cols, cols, dw, col_mask, ATOMIC_SUMS)
+    store_column_sums(sums_ptr + stride, pid, n_cols, cols, db, col_mask, ATOMIC_SUMS)
     if SCATTER_TABLES:
-        tt_partial = (types[:, None] * tl.num_programs(0) + pid) * n_cols + cols[None, :]  # [n_types, programs, H]
-        tl.store(dtt_partial_ptr + tt_partial, dtt, mask=(types[:, None] < n_types) & col_mask[None, :])
+        store_column_sums(sums_ptr + (2 + types[:, None]) * stride, pid, n_cols, cols[None, :], dtt,
+                          (types[:, None] < n_types) & col_mask[None, :], ATOMIC_SUMS)
 
 
 def _launch_blocks(n_cols: int, device: torch.device) -> tuple[int, int]:
@@ -141,17 +150,27 @@ MAX_SCATTER_TYPES = 8
 """Token-type tables up to this many rows get their gradient summed in registers."""
 
 
-def embedding_layer_norm_backward(dy, ids, tts, positions, word, token_type, position, weight, mean, rstd, dropout_p, seed):
-    """Launch the backward kernel: fp32 gradients (dword, dtoken_type, dposition, dweight, dbias)."""
+def embedding_layer_norm_backward(
+    dy, ids, tts, positions, word, token_type, position, weight, mean, rstd, dropout_p, seed, grad_sums=None
+):
+    """Launch the backward kernel: fp32 gradients (dword, dtoken_type, dposition, dweight, dbias).
+    With ``grad_sums`` (zero-filled fp32, ``[(2 + types) * hidden]``) dweight, dbias and, when the
+    kernel sums them, the token-type rows are added into it and returned as views of it, with no
+    reduction launch."""
     n_rows, n_cols = dy.shape
     block_r, block_h = _launch_blocks(n_cols, dy.device)
     programs = persistent_programs(triton.cdiv(n_rows, block_r), dy.device)
     n_types = token_type.shape[0]
     scatter = n_types <= MAX_SCATTER_TYPES and not torch.are_deterministic_algorithms_enabled()
     f32 = dict(dtype=torch.float32, device=dy.device)
-    # Every partial sum in one buffer, [2 (+ n_types), programs, H]: LayerNorm weight, bias (and
-    # the token-type rows), reduced by one launch; both dense tables zero-filled by one.
-    partials = torch.empty(2 + n_types if scatter else 2, programs, n_cols, **f32)
+    atomic = grad_sums is not None
+    # Every sum in one buffer: LayerNorm weight, bias (and the token-type rows), either the
+    # caller's or [2 (+ n_types), programs, H] partials reduced by one launch; both dense tables
+    # zero-filled by one.
+    if atomic:
+        sums = grad_sums.view(2 + n_types, n_cols)
+    else:
+        sums = torch.empty(2 + n_types if scatter else 2, programs, n_cols, **f32)
     if scatter:
         tables = torch.zeros(word.shape[0] + position.shape[0], n_cols, **f32)
         dword, dpos = tables[: word.shape[0]], tables[word.shape[0]:]
@@ -161,12 +180,13 @@ def embedding_layer_norm_backward(dy, ids, tts, positions, word, token_type, pos
         dword = dpos = dsum  # not written
     _embedding_layer_norm_bwd_kernel[(programs,)](
         dy, ids, tts, positions, word, token_type, position, weight, mean, rstd,
-        dsum, dword, dpos, partials[2:] if scatter else dsum, partials[0], partials[1],
+        dsum, dword, dpos, sums,
         n_rows, n_cols, n_types, dropout_p, 1.0 / (1.0 - dropout_p), ids if seed is None else seed,
-        HAS_DROPOUT=dropout_p > 0.0, SCATTER_TABLES=scatter, BLOCK_T=triton.next_power_of_2(n_types),
+        HAS_DROPOUT=dropout_p > 0.0, SCATTER_TABLES=scatter, ATOMIC_SUMS=atomic, BLOCK_T=triton.next_power_of_2(n_types),
         BLOCK_R=block_r, BLOCK_H=block_h, num_warps=num_warps(block_r * block_h),
     )
-    sums = partials.sum(dim=1)
+    if not atomic:
+        sums = sums.sum(dim=1)
     dweight, dbias = sums[0], sums[1]
     if scatter:
         return dword, sums[2:], dpos, dweight, dbias
@@ -182,14 +202,14 @@ class EmbeddingLayerNormFunction(torch.autograd.Function):
     """Autograd for the fused embedding sum + LayerNorm + dropout."""
 
     @staticmethod
-    def forward(ctx, ids, tts, positions, word, token_type, position, weight, bias, eps, dropout_p, out_dtype, seed):
+    def forward(ctx, ids, tts, positions, word, token_type, position, weight, bias, eps, dropout_p, out_dtype, seed, grad_sums):
         seed = dropout_seed(dropout_p, word.device, seed)
         tables = (word.contiguous(), token_type.contiguous(), position.contiguous())
         y, mean, rstd = embedding_layer_norm_forward(
             ids, tts, positions, *tables, weight.contiguous(), bias.contiguous(), eps, dropout_p, seed, out_dtype
         )
         ctx.save_for_backward(ids, tts, positions, *tables, weight, mean, rstd)
-        ctx.dropout_p, ctx.seed, ctx.bias_dtype = dropout_p, seed, bias.dtype
+        ctx.dropout_p, ctx.seed, ctx.bias_dtype, ctx.grad_sums = dropout_p, seed, bias.dtype, grad_sums
         return y
 
     @staticmethod
@@ -197,7 +217,7 @@ class EmbeddingLayerNormFunction(torch.autograd.Function):
         ids, tts, positions, word, token_type, position, weight, mean, rstd = ctx.saved_tensors
         dword, dtoken_type, dposition, dweight, dbias = embedding_layer_norm_backward(
             grad_out.contiguous(), ids, tts, positions, word, token_type, position, weight.contiguous(),
-            mean, rstd, ctx.dropout_p, ctx.seed,
+            mean, rstd, ctx.dropout_p, ctx.seed, take_grad_sums(ctx),
         )
         return (
             None, None, None,
@@ -206,7 +226,7 @@ class EmbeddingLayerNormFunction(torch.autograd.Function):
             dposition.to(position.dtype),
             dweight.to(weight.dtype),
             dbias.to(ctx.bias_dtype),
-            None, None, None, None,
+            None, None, None, None, None,
         )
 
 
@@ -222,20 +242,25 @@ def embedding_layer_norm(
     eps: float,
     dropout_p: float = 0.0,
     seed: torch.Tensor | None = None,
+    grad_sums: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """dropout(LayerNorm(word[ids] + token_type[tt] + position[pos])) for ids of any shape;
     token-type and position ids broadcast against ``input_ids`` as in the reference. ``seed``
-    (one int64 on the tables' device) seeds the dropout mask, else one is drawn."""
+    (one int64 on the tables' device) seeds the dropout mask, else one is drawn.
+    ``grad_sums``: a zero-filled fp32 vector of (2 + token types) times the hidden size on the
+    tables' device, into which the backward adds the gradients of weight, bias and the
+    token-type table (that one only while the kernel sums it: see the module's docstring)."""
     hidden = word_embeddings.shape[1]
     for name, table in (("token_type_embeddings", token_type_embeddings), ("position_embeddings", position_embeddings)):
         if table.shape[1] != hidden:
             raise ValueError(f"{name} has width {table.shape[1]}, word_embeddings {hidden}")
     check_vector("weight", weight, hidden)
     check_vector("bias", bias, hidden)
+    check_grad_sums(grad_sums, (2 + token_type_embeddings.shape[0]) * hidden, word_embeddings.device)
     shape = input_ids.shape
     flat = [torch.broadcast_to(i, shape).reshape(-1) for i in (input_ids, token_type_ids, position_ids)]
     y = EmbeddingLayerNormFunction.apply(
         *flat, word_embeddings, token_type_embeddings, position_embeddings, weight, bias, eps, dropout_p,
-        activation_dtype(word_embeddings), seed,
+        activation_dtype(word_embeddings), seed, grad_sums,
     )
     return y.view(*shape, hidden)

@@ -10,5 +10,6 @@ from ._utils import dropout_seeds, grad_sums_block
 from .triton_bias_gelu import bias_gelu
 from .triton_embedding_layer_norm import embedding_layer_norm
 from .triton_layer_norm import layer_norm
+from .triton_update_verdict import update_verdict
 
-__all__ = ["embedding_layer_norm", "bias_gelu", "layer_norm", "dropout_seeds", "grad_sums_block"]
+__all__ = ["embedding_layer_norm", "bias_gelu", "layer_norm", "dropout_seeds", "grad_sums_block", "update_verdict"]

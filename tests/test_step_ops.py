@@ -37,6 +37,12 @@ def test_counts_the_triton_path_per_layer_and_per_step(tmp_path):
     stand_in = {k: v for k, v in ours["layer_ops"].items() if k not in varlen["layer_ops"]}
     assert any("scaled_dot_product" in k for k in stand_in) and any("index" in k for k in stand_in), stand_in
     assert varlen["launches"]["per_layer"] == ours["launches"]["per_layer"] - sum(stand_in.values()) + 2
+    # Per step: the update's scalars (total norm, clip divisor, skip flag, step count) are one
+    # Triton launch, not a dozen one-element torch ops; the only reductions left are autograd's
+    # for the three biases no fused op owns (MLM decoder, pooler, NSP classifier).
+    assert ours["fixed_ops"]["_update_verdict_kernel"] == 1 and "_update_verdict_kernel" not in theirs["fixed_ops"]
+    assert not {"aten.isnan", "aten.fmin", "aten.nan_to_num", "aten.clamp_"} & ours["fixed_ops"].keys(), ours["fixed_ops"]
+    assert ours["fixed_ops"]["aten.sum"] == 3, ours["fixed_ops"]
     for row in rows.values():
         layers = row["layers"]
         for measure in ("launches", "dispatched"):

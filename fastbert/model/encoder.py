@@ -43,29 +43,48 @@ class DropoutSeeds:
 
 
 @dataclass(frozen=True)
-class LayerGradSums:
+class GradSums:
     """One forward's zero-filled fp32 buffer into which the fused kernels' backward add the
-    layers' per-column parameter gradients (the two LayerNorms' weight, bias and fused dense
-    bias; the FFN's GELU bias): one zero-fill launch for the whole encoder instead of a
-    partial-sum reduction launch per op (three a layer). ``block`` None: each op reduces its
-    own (the torch ops, evaluation, deterministic algorithms)."""
+    per-column parameter gradients: the embedding LayerNorm's weight and bias and the
+    token-type table; per layer, the two LayerNorms' weight, bias and fused dense bias and the
+    FFN's GELU bias; the MLM head transform's GELU bias and LayerNorm. One zero-fill launch
+    for the whole model instead of a partial-sum reduction launch per op. ``block`` None: each
+    op reduces its own (the torch ops, evaluation, deterministic algorithms).
+
+    Layout: embeddings, the layers in order, the MLM transform (allocated whether or not a head
+    uses it: 3 x hidden floats zeroed in the same launch)."""
 
     block: torch.Tensor | None
-    hidden: int
-    intermediate: int
+    config: BertConfig
 
     @staticmethod
     def numel(config: BertConfig) -> int:
-        return config.num_hidden_layers * (6 * config.hidden_size + config.intermediate_size)
+        h = config.hidden_size
+        return (2 + config.type_vocab_size) * h + config.num_hidden_layers * (6 * h + config.intermediate_size) + 3 * h
+
+    def embeddings(self) -> torch.Tensor | None:
+        """The embedding LayerNorm's slice (weight, bias, then the token-type rows); a view: no launch."""
+        return None if self.block is None else self.block[: self._layers_start]
 
     def layer(self, index: int) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """Layer ``index``'s slices (views: no launch) for its attention-output LayerNorm, its
         GELU and its FFN-output LayerNorm."""
         if self.block is None:
             return None, None, None
-        h, i = self.hidden, self.intermediate
-        start = index * (6 * h + i)
+        h, i = self.config.hidden_size, self.config.intermediate_size
+        start = self._layers_start + index * (6 * h + i)
         return self.block[start : start + 3 * h], self.block[start + 3 * h : start + 3 * h + i], self.block[start + 3 * h + i : start + 6 * h + i]
+
+    def mlm_transform(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The MLM head transform's slices for its GELU (dense bias) and its LayerNorm."""
+        if self.block is None:
+            return None, None
+        h = self.config.hidden_size
+        return self.block[-3 * h : -2 * h], self.block[-2 * h :]
+
+    @property
+    def _layers_start(self) -> int:
+        return (2 + self.config.type_vocab_size) * self.config.hidden_size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,7 +112,9 @@ class BertEmbeddings(FusedOwnerMixin, nn.Module):
         :meth:`BertPreTrainedModel.sparse_embedding_gradients`, by an engine that keeps a dense
         ``.grad`` to add the rows into."""
 
-    def forward(self, input_ids, token_type_ids, position_ids, seed: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids, token_type_ids, position_ids, seed: torch.Tensor | None = None, grad_sums: torch.Tensor | None = None
+    ) -> torch.Tensor:
         words, word_ids = self.word_embeddings.weight, input_ids
         if self.sparse_word_gradient and torch.is_grad_enabled():
             # Gather the batch's rows first and hand the fused op that small table: its backward
@@ -106,7 +127,7 @@ class BertEmbeddings(FusedOwnerMixin, nn.Module):
             word_ids, token_type_ids, position_ids,
             words, self.token_type_embeddings.weight, self.position_embeddings.weight,
             self.LayerNorm.weight, self.LayerNorm.bias, self.config.layer_norm_eps,
-            self.config.hidden_dropout_prob if self.training else 0.0, seed,
+            self.config.hidden_dropout_prob if self.training else 0.0, seed, grad_sums,
         )
 
 
@@ -213,7 +234,7 @@ class BertLayer(nn.Module):
         """``[N, H]`` out, or ``[S, H]`` for the sequences' first tokens only: their keys and
         values still come from every token, but nothing else is computed for the other rows.
         ``seeds``: the two dropout kernels' (see :class:`DropoutSeeds`); ``grad_sums``: the
-        three fused ops' (see :class:`LayerGradSums`)."""
+        three fused ops' (see :class:`GradSums`)."""
         attended = self.attention(hidden, layout, first_tokens_only, seeds[0], grad_sums[0])
         return self.output(*self.intermediate(attended, grad_sums[1]), seeds[1], grad_sums[2])
 
@@ -225,7 +246,7 @@ class BertEncoder(nn.Module):
 
     def forward(
         self, hidden: torch.Tensor, layout: SequenceLayout, first_tokens_only: bool = False, seeds: DropoutSeeds = DropoutSeeds(),
-        grad_sums: LayerGradSums | None = None,
+        grad_sums: GradSums | None = None,
     ) -> torch.Tensor:
         """``[N, H]``; with ``first_tokens_only``, ``[S, H]`` for each sequence's first token,
         the last layer running only there (what a pooled-[CLS] head reads)."""
@@ -342,22 +363,25 @@ class BertModel(BertPreTrainedModel):
     def backends(self) -> Backends:
         return self._backends
 
-    def encode(self, inputs: BertInputs, first_tokens_only: bool = False) -> torch.Tensor:
+    def encode(self, inputs: BertInputs, first_tokens_only: bool = False, grad_sums: GradSums | None = None) -> torch.Tensor:
         """Real tokens in, ``[N, H]`` hidden states out; with ``first_tokens_only`` the
-        ``[S, H]`` states of each sequence's first token ([CLS]), the last layer run on those rows only."""
+        ``[S, H]`` states of each sequence's first token ([CLS]), the last layer run on those rows only.
+        ``grad_sums``: this forward's block when a head shares it (see :meth:`grad_sums`), else one is made here."""
         self._check_positions(inputs)
         device = inputs.input_ids.device
         seeds = self.dropout_seeds(device)
-        hidden = self.embeddings(inputs.input_ids, inputs.token_type_ids, inputs.position_ids, seeds[0])
-        return self.encoder(hidden, inputs.layout, first_tokens_only, seeds, self.layer_grad_sums(device))
+        if grad_sums is None:
+            grad_sums = self.grad_sums(device)
+        hidden = self.embeddings(inputs.input_ids, inputs.token_type_ids, inputs.position_ids, seeds[0], grad_sums.embeddings())
+        return self.encoder(hidden, inputs.layout, first_tokens_only, seeds, grad_sums)
 
-    def layer_grad_sums(self, device: torch.device) -> LayerGradSums | None:
-        """This forward's buffer for the layers' parameter gradients (one zero-fill launch),
+    def grad_sums(self, device: torch.device) -> GradSums:
+        """This forward's buffer for the fused ops' parameter gradients (one zero-fill launch),
         when a backward will follow."""
-        if not torch.is_grad_enabled():
-            return None
-        block = self.backends.ops(device).grad_sums_block(LayerGradSums.numel(self.config), device)
-        return LayerGradSums(block, self.config.hidden_size, self.config.intermediate_size)
+        block = None
+        if torch.is_grad_enabled():
+            block = self.backends.ops(device).grad_sums_block(GradSums.numel(self.config), device)
+        return GradSums(block, self.config)
 
     def dropout_seeds(self, device: torch.device) -> DropoutSeeds:
         """This forward's seeds for the fused dropout kernels: one draw (a launch) for all of them."""

@@ -32,10 +32,14 @@ class BertPredictionHeadTransform(FusedOwnerMixin, nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, grad_sums: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+    ) -> torch.Tensor:
+        """``grad_sums``: the GELU's and the LayerNorm's slices of the forward's block (see
+        :meth:`~fastbert.model.encoder.GradSums.mlm_transform`)."""
         ops = self.backends.ops(hidden.device)
-        hidden = ops.bias_gelu(F.linear(hidden, self.dense.weight), self.dense.bias, self.config.gelu_approximate)
-        return ops.layer_norm(hidden, self.LayerNorm.weight, self.LayerNorm.bias, self.config.layer_norm_eps)
+        hidden = ops.bias_gelu(F.linear(hidden, self.dense.weight), self.dense.bias, self.config.gelu_approximate, grad_sums[0])
+        return ops.layer_norm(hidden, self.LayerNorm.weight, self.LayerNorm.bias, self.config.layer_norm_eps, grad_sums=grad_sums[1])
 
 
 class BertLMPredictionHead(nn.Module):
@@ -49,8 +53,11 @@ class BertLMPredictionHead(nn.Module):
     def init_own_parameters(self) -> None:
         nn.init.zeros_(self.bias)
 
-    def forward(self, hidden: torch.Tensor, decoder_weight: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.transform(hidden), decoder_weight, self.bias)
+    def forward(
+        self, hidden: torch.Tensor, decoder_weight: torch.Tensor,
+        grad_sums: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+    ) -> torch.Tensor:
+        return F.linear(self.transform(hidden, grad_sums), decoder_weight, self.bias)
 
 
 class BertPreTrainingHeads(nn.Module):
@@ -107,7 +114,9 @@ class BertForPreTraining(BertPreTrainedModel):
         (:meth:`BertInputs.from_padded`): the MLM head then runs on exactly that many rows,
         the masked ones first, padded with ignored ones; there must not be more."""
         inputs = BertInputs.of(input_ids, attention_mask, token_type_ids, position_ids)
-        hidden = self.bert.encode(inputs)
+        # One gradient-sums block for the encoder and the MLM transform: one zero-fill launch.
+        grad_sums = self.bert.grad_sums(inputs.input_ids.device)
+        hidden = self.bert.encode(inputs, grad_sums=grad_sums)
         decoder_weight = self.bert.embeddings.word_embeddings.weight
         if labels is None:
             cls_hidden = hidden[inputs.layout.first_token_index]
@@ -120,10 +129,10 @@ class BertForPreTraining(BertPreTrainedModel):
         out = PreTrainingOutput(seq_relationship_logits=nsp_logits)
 
         if labels is None:
-            out.prediction_logits = inputs.to_caller(self.cls.predictions(hidden, decoder_weight))
+            out.prediction_logits = inputs.to_caller(self.cls.predictions(hidden, decoder_weight, grad_sums.mlm_transform()))
         else:
             out.masked_lm_labels = flat_labels[masked]
-            out.masked_lm_logits = self.cls.predictions(masked_hidden, decoder_weight)
+            out.masked_lm_logits = self.cls.predictions(masked_hidden, decoder_weight, grad_sums.mlm_transform())
             # Sum over masked tokens / count, as transformers' mean over non-ignored labels.
             out.mlm_loss = F.cross_entropy(out.masked_lm_logits.float(), out.masked_lm_labels)
             out.loss = out.mlm_loss

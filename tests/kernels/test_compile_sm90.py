@@ -20,13 +20,14 @@ import itertools
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from fastbert.kernels import triton_bias_gelu, triton_embedding_layer_norm, triton_layer_norm
+from fastbert.kernels import triton_bias_gelu, triton_embedding_layer_norm, triton_layer_norm, triton_update_verdict
 from fastbert.kernels._utils import num_warps
 
-FP32_POINTERS = {"mean_ptr", "rstd_ptr", "dsum_ptr", "dword_ptr", "dpos_ptr", "dtt_partial_ptr", "dw_partial_ptr", "db_partial_ptr", "dx_bias_partial_ptr", "dbias_partial_ptr"}
+FP32_POINTERS = {"mean_ptr", "rstd_ptr", "dsum_ptr", "dword_ptr", "dpos_ptr", "sums_ptr", "dw_sums_ptr", "db_sums_ptr", "dx_bias_sums_ptr", "dbias_sums_ptr",
+                 "norms_ptr", "poison_ptr", "updates_ptr", "first_skipped_ptr", "total_ptr", "scale_ptr", "found_inf_ptr"}
 INDEX_POINTERS = {"ids_ptr", "tt_ptr", "pos_ptr", "seed_ptr"}
-FLOATS = {"eps", "dropout_p", "dropout_scale"}
-BLOCKS = {"BLOCK_R": 4, "BLOCK_H": 1024, "BLOCK_C": 1024, "BLOCK_T": 2}
+FLOATS = {"eps", "dropout_p", "dropout_scale", "max_norm", "clip_eps"}
+BLOCKS = {"BLOCK_R": 4, "BLOCK_H": 1024, "BLOCK_C": 1024, "BLOCK_T": 2, "BLOCK": 256}
 
 def arg_type(name):
     if name in FP32_POINTERS:
@@ -37,7 +38,7 @@ def arg_type(name):
         return "*bf16"
     return "fp32" if name in FLOATS else "i32"
 
-kernels = [getattr(m, n) for m in (triton_layer_norm, triton_bias_gelu, triton_embedding_layer_norm)
+kernels = [getattr(m, n) for m in (triton_layer_norm, triton_bias_gelu, triton_embedding_layer_norm, triton_update_verdict)
            for n in dir(m) if n.endswith("_kernel")]
 count = 0
 for kernel in kernels:

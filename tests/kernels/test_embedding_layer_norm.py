@@ -114,3 +114,78 @@ def test_odd_token_type_counts_match_reference(types):
     inputs["token_type_ids"] = torch.randint(0, types, (130,))
     inputs["token_type_embeddings"] = torch.randn(types, 768)
     check_against_reference("embedding_layer_norm", inputs, torch.float32, eps=EPS)
+
+
+def test_reference_takes_the_triton_arguments():
+    # The public function hands both implementations the same positional arguments.
+    import inspect
+
+    from fastbert.kernels import reference
+
+    assert inspect.signature(reference.embedding_layer_norm) == inspect.signature(triton_ops.embedding_layer_norm)
+
+
+def _eln_backward(inputs: dict, grad: torch.Tensor, grad_sums: torch.Tensor | None, backwards: int = 1) -> dict:
+    leaves = {k: v.clone().requires_grad_() if v.is_floating_point() else v for k, v in inputs.items()}
+    out = triton_ops.embedding_layer_norm(**leaves, eps=EPS, dropout_p=0.1, seed=torch.tensor([7]), grad_sums=grad_sums)
+    for i in range(backwards):
+        out.backward(grad, retain_graph=i + 1 < backwards)
+    return leaves
+
+
+PARAMETERS = ("word_embeddings", "token_type_embeddings", "position_embeddings", "weight", "bias")
+
+
+def test_grad_sums_take_the_parameter_gradients_without_a_reduction_launch():
+    from benchmarks.op_count import OpCounter
+
+    torch.manual_seed(0)
+    inputs, grad = {**flat_ids(2000), **tables(64)}, torch.randn(2000, 64)  # enough rows for several programs
+    reduced = _eln_backward(inputs, grad, None)
+    sums = torch.zeros(4 * 64)
+    with OpCounter() as ops:
+        summed = _eln_backward(inputs, grad, sums)
+    assert "aten.sum" not in ops.by_op(), ops.by_op()
+    for name in PARAMETERS:
+        torch.testing.assert_close(summed[name].grad, reduced[name].grad, rtol=1e-5, atol=1e-5, msg=name)
+    # The gradients are the buffer itself (weight, bias, then the two token-type rows), not copies.
+    for start, name in ((0, "weight"), (64, "bias"), (128, "token_type_embeddings")):
+        assert summed[name].grad.data_ptr() == sums[start:].data_ptr(), name
+
+
+def test_grad_sums_serve_one_backward_and_deterministic_mode_never_uses_them(deterministic_algorithms):
+    torch.manual_seed(0)
+    inputs, grad = {**flat_ids(2000), **tables(64)}, torch.randn(2000, 64)
+    torch.use_deterministic_algorithms(False)
+    once = _eln_backward(inputs, grad, None)
+    twice = _eln_backward(inputs, grad, torch.zeros(4 * 64), backwards=2)  # a retained graph, run again
+    for name in PARAMETERS:
+        torch.testing.assert_close(twice[name].grad, 2 * once[name].grad, rtol=1e-5, atol=1e-5, msg=name)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # the fixture restores the previous mode
+    sums = torch.zeros(4 * 64)
+    deterministic = _eln_backward(inputs, grad, sums)
+    assert not sums.any()  # the partial sums were reduced in their fixed order instead
+    for name in PARAMETERS:
+        torch.testing.assert_close(deterministic[name].grad, once[name].grad, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_grad_sums_with_many_token_types_take_the_layer_norm_gradients(torch_scatters):
+    # Too many types for the kernel to sum: torch scatters that table, the buffer takes the rest.
+    torch.manual_seed(0)
+    inputs, grad = {**flat_ids(2000), **tables(64)}, torch.randn(2000, 64)
+    inputs["token_type_ids"] = torch.randint(0, 11, (2000,))
+    inputs["token_type_embeddings"] = torch.randn(11, 64)
+    reduced = _eln_backward(inputs, grad, None)
+    sums = torch.zeros(13 * 64)
+    summed = _eln_backward(inputs, grad, sums)
+    assert len(torch_scatters) == 6  # three tables, each backward
+    for name in PARAMETERS:
+        torch.testing.assert_close(summed[name].grad, reduced[name].grad, rtol=1e-5, atol=1e-5, msg=name)
+    assert summed["weight"].grad.data_ptr() == sums.data_ptr() and not sums[128:].any()
+
+
+def test_refuses_grad_sums_of_the_wrong_size_or_dtype():
+    t = tables(64)
+    for bad in (torch.zeros(2 * 64), torch.zeros(4 * 64, dtype=torch.float64)):
+        with pytest.raises(ValueError, match="grad_sums must be a contiguous fp32 vector of 256"):
+            triton_ops.embedding_layer_norm(*flat_ids(3).values(), *t.values(), EPS, grad_sums=bad)

@@ -109,6 +109,7 @@ def test_dropout_replays_its_mask_on_gpu(dtype):
 @pytest.mark.parametrize("op, make_inputs, hidden, options, sums_of", [
     ("layer_norm", layer_norm_inputs, 768, {"eps": EPS}, 3),
     ("bias_gelu", gelu_inputs, 3072, {}, 1),
+    ("embedding_layer_norm", embedding_inputs, 768, {"eps": EPS}, 4),  # weight, bias, two token-type rows
 ])
 def test_grad_sums_added_by_many_programs_equal_the_reduced_partials(op, make_inputs, hidden, options, sums_of, dtype):
     # Every persistent program adds its column sums into the same buffer with atomics: the

@@ -1,10 +1,12 @@
 """The MiniLM checkpoint through the Triton kernels equals the torch-reference path."""
 
+import copy
+
 import pytest
 import torch
 
 from fastbert.kernels import triton_ops
-from fastbert.model import BertInputs, BertModel
+from fastbert.model import BertForPreTraining, BertInputs, BertModel
 
 LENGTHS = [1, 9, 16]  # ragged: a one-token sequence and one of the batch's maximum length
 RTOL = 1e-5
@@ -53,6 +55,37 @@ def test_minilm_triton_path_equals_torch_path(minilm_dir, keep_padding):
             # and both paths hold only rounding noise; check that it is noise.
             query_scale = torch_grads[name.replace("key", "query")].abs().max().item()
             assert max(triton_grads[name].abs().max().item(), expected.abs().max().item()) < RTOL * query_scale
+            continue
+        scale = expected.abs().max().item()
+        torch.testing.assert_close(triton_grads[name], expected, rtol=RTOL, atol=RTOL * scale, msg=lambda m: f"{name}: {m}")
+
+
+def test_minilm_pretraining_triton_path_equals_torch_path(minilm_dir):
+    # The MLM transform's GELU and LayerNorm and the embedding LayerNorm add their parameter
+    # gradients into the forward's one grad-sums block on the Triton path.
+    torch.manual_seed(0)
+    base = BertForPreTraining.from_pretrained(minilm_dir).eval()  # the heads initialised once, for both paths
+    ids, mask, token_types = ragged_batch(base.config.vocab_size)
+    labels = torch.where((torch.rand(ids.shape) < 0.3) & mask.bool(), ids, -100)
+    labels[:, 0] = ids[:, 0]
+    inputs = BertInputs.from_padded(ids, mask, token_types)
+    runs = {}
+    for backend in ("triton", "torch"):
+        model = copy.deepcopy(base)
+        model.backends.use(kernels=backend)
+        out = model(inputs, labels=labels, next_sentence_label=torch.tensor([0, 1, 0]))
+        out.loss.backward()
+        runs[backend] = out.loss.detach(), {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    (triton_loss, triton_grads), (torch_loss, torch_grads) = runs["triton"], runs["torch"]
+    torch.testing.assert_close(triton_loss, torch_loss, rtol=RTOL, atol=0)
+    assert triton_grads.keys() == torch_grads.keys()
+    block = triton_grads["bert.embeddings.LayerNorm.weight"].untyped_storage().data_ptr()
+    for name in ("bert.embeddings.LayerNorm.bias", "bert.embeddings.token_type_embeddings.weight",
+                 "cls.predictions.transform.dense.bias", "cls.predictions.transform.LayerNorm.weight",
+                 "cls.predictions.transform.LayerNorm.bias"):
+        assert triton_grads[name].untyped_storage().data_ptr() == block, f"{name}'s gradient is not in the forward's block"
+    for name, expected in torch_grads.items():
+        if name.endswith("attention.self.key.bias"):  # rounding noise on both paths: see above
             continue
         scale = expected.abs().max().item()
         torch.testing.assert_close(triton_grads[name], expected, rtol=RTOL, atol=RTOL * scale, msg=lambda m: f"{name}: {m}")

@@ -369,6 +369,8 @@ def test_every_replay_dispatches_what_capture_recorded_and_the_update_is_inside(
         assert set(host_reads) <= CPU_ONLY_READS, host_reads
         names = {name for name, _ in ops}
         assert any(name.startswith("triton.") for name in names) == (kernels == "triton")
+        # The update's scalars (norm, clip divisor, skip flag, step count) are one launch there.
+        assert ("triton._update_verdict_kernel" in names) == (updates and kernels == "triton"), names
         # The draws: the Triton kernels' seeds; the torch ops' CPU mask (kernels/dropout.py).
         assert any(name.startswith("aten.randint") for name in names) == bool(dropout)
         update_ops = {name for name in names if name.startswith((UPDATE_OPS[optimizer], CLIP_OP))}

@@ -85,9 +85,12 @@ def test_gradient_clipping_reports_the_unclipped_norm():
     assert engine.grad_norm > 1e-3
 
 
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
 @pytest.mark.parametrize("grad_clip", [1e-3, 0.0])
-def test_clipped_update_equals_clip_grad_norm_then_adamw(grad_clip):
-    """The engine clips inside the fused AdamW (its grad_scale): the same update as clip_grad_norm_ first."""
+def test_clipped_update_equals_clip_grad_norm_then_adamw(grad_clip, kernels, monkeypatch):
+    """The engine clips inside the fused AdamW (its grad_scale, from the update's verdict: torch
+    ops, or one Triton launch): the same update as clip_grad_norm_ first."""
+    monkeypatch.setenv("FASTBERT_KERNELS", kernels)  # triton: through the interpreter here
     engine = make_engine(grad_clip=grad_clip)
     batches = toy_batches(3, 16)
     torch.manual_seed(0)
@@ -134,10 +137,12 @@ def test_bad_engine_settings_are_user_errors():
         EngineConfig(grad_accum_steps=0)
 
 
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
 @pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
-def test_a_non_finite_gradient_with_a_finite_loss_skips_its_update_and_is_named(optimizer):
+def test_a_non_finite_gradient_with_a_finite_loss_skips_its_update_and_is_named(optimizer, kernels, monkeypatch):
     from fastbert.train.engines.base import TrainingDiverged
 
+    monkeypatch.setenv("FASTBERT_KERNELS", kernels)
     engine = make_engine(optimizer)
     batches = toy_batches(4, 8)
     weight = next(engine.module.parameters())

@@ -10,7 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ... import kernels
 from ...errors import UserError
+from ...model.backends import Backends
 from ...model.inputs import Batch
 from ..config import EngineConfig
 from ..host_memory import give_back_if_memory_is_low, keep_freed_host_memory
@@ -51,6 +53,12 @@ class LocalEngine(Engine):
         self._kept_grads: dict[nn.Parameter, KeptGradient] = {}
         if self._adds_sparse_gradients() and hasattr(self.module, "sparse_embedding_gradients"):
             self._kept_grads = {p: KeptGradient(p) for p in self.module.sparse_embedding_gradients()}
+
+    def _fused_ops(self):
+        """The fused ops' implementation for the update: the model's choice of Triton or torch
+        (looked up each time: a benchmark may switch it), or the device's default."""
+        backends = getattr(self.module, "backends", None)
+        return backends.ops(self.device) if isinstance(backends, Backends) else kernels.implementation(self.device)
 
     def _adds_sparse_gradients(self) -> bool:
         """Whether the word-embedding gradient should arrive as sparse rows (see :class:`KeptGradient`)."""
@@ -98,35 +106,32 @@ class LocalEngine(Engine):
         that changes between steps (the step number is ``_updates``; a graphed optimizer reads its
         learning rate from a tensor), so that a CUDA graph can replay it (:class:`GraphedEngine`)."""
         max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else math.inf
-        if self._clips_in_step:
-            # torch's fused AdamW divides every gradient by ``grad_scale`` as it reads it (AMP's
-            # unscaling): clipping by the same factor there saves a pass over all gradients.
-            self._grad_norm = _total_norm([
-                kept.touched_rows() if (kept := self._kept_grads.get(p)) else p.grad
-                for p in self.module.parameters() if p.grad is not None
-            ])
-            if max_norm < math.inf:
-                # The inverse of clip_grad_norm_'s factor min(1, max_norm / (norm + 1e-6)): three launches.
-                self.optimizer.grad_scale = ((self._grad_norm + 1e-6) / max_norm).clamp_(min=1.0)
-        else:
+        if not self._skips_on_device:
             self._grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
-        # 0 when the window's losses and the gradient norm were all finite, NaN otherwise (see
-        # AccumulationWindow): a handful of launches where isfinite and boolean logic take a dozen.
-        poison = self.window.poison + self._grad_norm * 0
-        if self._skips_on_device:
-            # The optimizer leaves weights, moments and step count alone when found_inf is 1
-            # (the mechanism AMP's grad scaler uses); nothing is read on the host.
-            self.optimizer.found_inf = poison.nan_to_num(nan=1.0)
-            # Per cause (the loss; the loss or the norm): this step where poisoned, inf where not
-            # (the step number divided by a bool: by 1, or by 0; one launch fewer than a where).
-            self._updates += 1
-            this_step = self._updates / torch.stack([self.window.poison, poison]).isnan()
-            torch.fmin(self._first_skipped, this_step, out=self._first_skipped)
+            self._check_before_update((self.window.poison + self._grad_norm * 0).isnan())
+            self.window.reset()
         else:
-            self._check_before_update(poison.isnan())
+            if self._clips_in_step:
+                # torch's fused AdamW divides every gradient by ``grad_scale`` as it reads it (AMP's
+                # unscaling): clipping by the same divisor there saves a pass over all gradients.
+                grads = [
+                    kept.touched_rows() if (kept := self._kept_grads.get(p)) else p.grad
+                    for p in self.module.parameters() if p.grad is not None
+                ]
+                norms = torch.stack(torch._foreach_norm(grads)) if grads else torch.zeros(1, device=self.device)
+            else:
+                norms = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm).reshape(1)
+            # One launch on the Triton path: the total norm, the clipping divisor, the skip flag
+            # (the optimizer leaves weights, moments and step count alone when found_inf is 1: the
+            # mechanism AMP's grad scaler uses; nothing is read on the host), the step count and
+            # the first skipped steps; the window's poison is consumed.
+            self._grad_norm, grad_scale, self.optimizer.found_inf = self._fused_ops().update_verdict(
+                norms, self.window.poison, self._updates, self._first_skipped, max_norm
+            )
+            if self._clips_in_step and max_norm < math.inf:
+                self.optimizer.grad_scale = grad_scale
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=self.grads_set_to_none)
-        self.window.reset()
 
     def _host_update(self) -> None:
         """What follows :meth:`_device_update` on the host: the schedule, the kept gradients, the count."""
@@ -241,10 +246,3 @@ def _skips_on_found_inf(optimizer: torch.optim.Optimizer) -> bool:
     """Whether ``optimizer.step()`` honours ``optimizer.found_inf`` (torch's fused Adam/AdamW
     do, as does fastbert's LAMB); other optimizers get the host check before each update."""
     return _is_fused_adam(optimizer) or bool(getattr(optimizer, "skips_on_found_inf", False))
-
-
-def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
-    """The 2-norm of all gradients together, as ``clip_grad_norm_`` computes it (get_total_norm: torch >= 2.6)."""
-    if hasattr(torch.nn.utils, "get_total_norm"):
-        return torch.nn.utils.get_total_norm(grads, 2.0)
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, 2.0) for g in grads]), 2.0)
