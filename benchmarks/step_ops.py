@@ -13,7 +13,11 @@ every side) of
   flash-attn runs there: one varlen FlashAttention launch forward and one backward. The
   CPU has no varlen kernel, so the padded stand-in still computes, hidden from the count
   (a model of the GPU path, not a measurement of it);
-* ``transformers-sdpa``: transformers' BertForPreTraining on the same batch, padded.
+* ``transformers-sdpa``: transformers' BertForPreTraining on the same batch, padded;
+* ``...-bf16``: the varlen and transformers rows again under bf16 autocast, the precision a
+  GPU step runs in: autocast's casts (weights to bf16 for each matmul, their gradients back)
+  are launches too. CPU autocast's cast policy stands in for CUDA's, which casts the same
+  matmul operands (a model again).
 
 Two numbers per implementation: *dispatched ops* (every non-view aten op plus every Triton
 launch: the host's per-op overhead) and *launches* (the same without allocations such as
@@ -50,7 +54,9 @@ from fastbert.model import Batch, BertConfig, BertForPreTraining  # noqa: E402
 from fastbert.train.config import EngineConfig, OptimizerConfig  # noqa: E402
 from fastbert.train.engines import LocalEngine  # noqa: E402
 
-IMPLEMENTATIONS = ("fastbert-triton", "fastbert-triton-varlen", "fastbert-torch", "transformers-sdpa")
+IMPLEMENTATIONS = ("fastbert-triton", "fastbert-triton-varlen", "fastbert-torch", "transformers-sdpa",
+                   "fastbert-triton-varlen-bf16", "transformers-sdpa-bf16")
+BF16 = "-bf16"
 BATCH, MIN_LEN, MAX_LEN = 2, 24, 32  # counts do not depend on the batch's size, only its layout
 
 
@@ -153,11 +159,13 @@ def step_batch(impl: str, vocab_size: int) -> Batch:
 
 def count_step(impl: str, preset: str, layers: int, scratch: Path) -> StepCount:
     config = BertConfig.preset(preset, num_hidden_layers=layers, attention_probs_dropout_prob=0.0)
-    model = build(impl, config, scratch / f"{preset}-{layers}")
-    engine = LocalEngine(model, EngineConfig(optim=OptimizerConfig(warmup_steps=0), total_steps=10), torch.device("cpu"))
-    batch = step_batch(impl, config.vocab_size)
+    model_impl = impl.removesuffix(BF16)
+    model = build(model_impl, config, scratch / f"{preset}-{layers}")
+    engine_config = EngineConfig(optim=OptimizerConfig(warmup_steps=0), total_steps=10, bf16=impl.endswith(BF16))
+    engine = LocalEngine(model, engine_config, torch.device("cpu"))
+    batch = step_batch(model_impl, config.vocab_size)
     triton: Counter = Counter()
-    varlen = attention_as_varlen_kernels(triton) if impl.endswith("-varlen") else contextlib.nullcontext()
+    varlen = attention_as_varlen_kernels(triton) if model_impl.endswith("-varlen") else contextlib.nullcontext()
     with varlen:
         engine.train_step(batch)  # warm-up: lazy state (optimizer moments) is not per-step work
         triton.clear()
@@ -187,18 +195,20 @@ def per_layer_and_step(impl: str, preset: str, scratch: Path) -> dict:
 SUMMARY = ("One training step (forward, backward, clip, AdamW) counted on the CPU: launches are non-view, "
            "non-allocation aten ops plus Triton launches; dispatched ops include allocations. The CPU attention "
            "path (pad, SDPA, unpad) stands in for the GPU's varlen FlashAttention; the -varlen row counts that "
-           "attention as the GPU's two launches (a model of the GPU path).")
+           "attention as the GPU's two launches (a model of the GPU path); -bf16 rows run the step under bf16 "
+           "autocast, as a GPU does, so that its casts count, each against transformers in the same precision.")
 
 
 def markdown(rows: list[dict]) -> list[str]:
     lines = ["| preset | implementation | launches per layer | launches per step | vs transformers "
              "| dispatched ops per layer | per step | vs transformers |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    baseline = {r["preset"]: r for r in rows if r["impl"] == "transformers-sdpa"}
+    # Each row against transformers in the same precision.
+    baseline = {(r["preset"], r["impl"].endswith(BF16)): r for r in rows if r["impl"].startswith("transformers-sdpa")}
     for r in rows:
         cells = []
         for measure in ("launches", "dispatched"):
-            base = baseline.get(r["preset"])
+            base = baseline.get((r["preset"], r["impl"].endswith(BF16)))
             ratio = f"{r[measure]['per_step'] / base[measure]['per_step']:.2f}x" if base else "–"
             cells += [str(r[measure]["per_layer"]), str(r[measure]["per_step"]), ratio]
         lines.append(f"| {r['preset']} | {r['impl']} | " + " | ".join(cells) + " |")

@@ -14,7 +14,8 @@ from benchmarks.step_ops import counting_triton_launches, per_layer_and_step
 def test_counts_the_triton_path_per_layer_and_per_step(tmp_path):
     pytest.importorskip("transformers")
     rows = {impl: per_layer_and_step(impl, "tiny", tmp_path)
-            for impl in ("fastbert-triton", "fastbert-triton-varlen", "transformers-sdpa")}
+            for impl in ("fastbert-triton", "fastbert-triton-varlen", "transformers-sdpa",
+                         "fastbert-triton-varlen-bf16", "transformers-sdpa-bf16")}
     ours, theirs, varlen = rows["fastbert-triton"], rows["transformers-sdpa"], rows["fastbert-triton-varlen"]
     # Per layer: two residual LayerNorms and one bias+GELU, forward and backward.
     assert ours["triton_per_layer"] == 6 and theirs["triton_per_layer"] == 0
@@ -43,6 +44,13 @@ def test_counts_the_triton_path_per_layer_and_per_step(tmp_path):
     assert ours["fixed_ops"]["_update_verdict_kernel"] == 1 and "_update_verdict_kernel" not in theirs["fixed_ops"]
     assert not {"aten.isnan", "aten.fmin", "aten.nan_to_num", "aten.clamp_"} & ours["fixed_ops"].keys(), ours["fixed_ops"]
     assert ours["fixed_ops"]["aten.sum"] == 3, ours["fixed_ops"]
+    # Under bf16 autocast (a GPU step's precision) a layer adds only casts: its matmul operands
+    # to bf16 and their gradients back; and the whole step stays under half of transformers'.
+    bf16, theirs_bf16 = rows["fastbert-triton-varlen-bf16"], rows["transformers-sdpa-bf16"]
+    casts = bf16["layer_ops"]["aten._to_copy"]
+    assert bf16["launches"]["per_layer"] == varlen["launches"]["per_layer"] + casts, bf16["layer_ops"]
+    assert theirs_bf16["layer_ops"]["aten._to_copy"] > 2 * casts
+    assert bf16["launches"]["per_step"] <= theirs_bf16["launches"]["per_step"] / 2
     for row in rows.values():
         layers = row["layers"]
         for measure in ("launches", "dispatched"):
