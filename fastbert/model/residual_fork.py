@@ -66,7 +66,9 @@ class _LinearWithResidual(torch.autograd.Function):
             grad_weight = (dy.t() @ xc.reshape(-1, xc.shape[-1])).to(ctx.weight_dtype)
             grads[:n_weights] = grad_weight.split(ctx.weight_rows)  # views: each block's gradient, no copy
         if any(need_blocks[n_weights:]):
-            grads[n_weights:] = dy.sum(0).to(ctx.bias_dtype).split(ctx.bias_rows)
+            # Summed straight into the bias's dtype: under autocast one launch instead of a bf16
+            # sum and a cast (and no rounding to bf16 on the way).
+            grads[n_weights:] = dy.sum(0, dtype=ctx.bias_dtype).split(ctx.bias_rows)
         return grad_x, None, *(g if need else None for g, need in zip(grads, need_blocks))
 
 
