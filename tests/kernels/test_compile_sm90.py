@@ -27,7 +27,7 @@ FP32_POINTERS = {"mean_ptr", "rstd_ptr", "dsum_ptr", "dword_ptr", "dpos_ptr", "s
                  "norms_ptr", "poison_ptr", "updates_ptr", "first_skipped_ptr", "total_ptr", "scale_ptr", "found_inf_ptr"}
 INDEX_POINTERS = {"ids_ptr", "tt_ptr", "pos_ptr", "seed_ptr"}
 FLOATS = {"eps", "dropout_p", "dropout_scale", "max_norm", "clip_eps"}
-BLOCKS = {"BLOCK_R": 4, "BLOCK_H": 1024, "BLOCK_C": 1024, "BLOCK_T": 2, "BLOCK": 256}
+BLOCKS = {"BLOCK_R": 4, "BLOCK_H": 1024, "BLOCK_C": 1024, "BLOCK_T": 2, "BLOCK": 1024}
 
 def arg_type(name):
     if name in FP32_POINTERS:

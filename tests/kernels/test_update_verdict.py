@@ -35,6 +35,7 @@ CASES = {
     "finite, clipped": (torch.rand(200) * 3, 1.0, state(updates=6.0)),
     "finite, under the limit": (torch.rand(7) * 1e-3, 1.0, state(updates=2.0, first_skipped=(INF, 2.0))),
     "no clipping": (torch.rand(130), INF, state()),
+    "more norms than one block": (torch.rand(2500), 3.0, state(updates=1.0)),
     "one total norm": (torch.tensor([2.5]), 1.0, state(updates=41.0)),
     "non-finite loss": (torch.rand(3), 1.0, state(window_poison=NAN, updates=4.0)),
     "infinite norm": (torch.tensor([1.0, INF, 2.0]), 1.0, state(updates=9.0, first_skipped=(INF, 3.0))),
@@ -108,8 +109,8 @@ def test_the_public_op_dispatches_by_backend():
 @pytest.mark.parametrize(
     "norms, start, message",
     [
-        (torch.rand(2, 3), state(), "norms must be a contiguous vector"),
-        (torch.rand(0), state(), "norms must be a contiguous vector"),
+        (torch.rand(2, 3), state(), "norms must be a non-empty contiguous vector"),
+        (torch.rand(0), state(), "norms must be a non-empty contiguous vector"),
         (torch.rand(3), {**state(), "updates": torch.tensor(1.0, dtype=torch.float64)}, "updates must be fp32"),
         (torch.rand(3), {**state(), "first_skipped": torch.zeros(3)}, r"first_skipped must be fp32 of shape \(2,\)"),
     ],
