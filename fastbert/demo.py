@@ -50,7 +50,7 @@ LEARNING_RATE = LEARNING_RATES["mini"]
 """Any other preset."""
 NSP_STEPS = 940
 """BERT-mini at lr 5e-4, batch 32: on the docstrings of the standard library and torch, held-out
-NSP ended 5.7-8.5 points above the majority rate in 940 steps (nine runs, 2026-12-06); on the standard
+NSP ended 5.7-8.5 points above the majority rate in 940 steps (ten runs, 2026-12-06); on the standard
 library's alone it stayed at the majority rate in 235 and 333 steps. BERT-tiny's held-out NSP left the majority class clearly in only 3 of 29 runs of
 225-3,182 steps (it learns the training documents' pairs instead): README, Demo, and
 benchmarks/results/2026-12-06-demo-trials.md."""
