@@ -83,6 +83,10 @@ def grad_sums_block(numel: int, device: torch.device) -> None:
     return None
 
 
+CLIP_EPS = 1e-6
+"""Added to the total norm before dividing by it, as torch's ``clip_grad_norm_`` does."""
+
+
 def update_verdict(
     norms: torch.Tensor,
     window_poison: torch.Tensor,
@@ -92,8 +96,8 @@ def update_verdict(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """See :func:`fastbert.kernels.update_verdict`: here a dozen one-element torch ops."""
     total = torch.linalg.vector_norm(norms, 2.0)
-    # The inverse of clip_grad_norm_'s factor min(1, max_norm / (norm + 1e-6)).
-    scale = ((total + 1e-6) / max_norm).clamp_(min=1.0)
+    # The inverse of clip_grad_norm_'s factor min(1, max_norm / (norm + CLIP_EPS)).
+    scale = ((total + CLIP_EPS) / max_norm).clamp_(min=1.0)
     # 0 when the window's losses and the norm were all finite, NaN otherwise: ``x * 0`` is NaN
     # exactly for a NaN or infinite x, and NaN stays NaN under addition.
     poison = window_poison + total * 0

@@ -14,8 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-CLIP_EPS = 1e-6
-"""Added to the norm before dividing, as torch's ``clip_grad_norm_`` does."""
+from .reference import CLIP_EPS
 
 
 @triton.jit
